@@ -1,0 +1,346 @@
+package checkpoint
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// FormatVersion is written into every file; a file with another version is
+// refused rather than misread.
+const FormatVersion = 1
+
+// Key names one task stream.
+type Key struct {
+	AllocID string
+	Task    string
+	Stream  string
+}
+
+func (k Key) String() string { return k.AllocID + "/" + k.Task + "." + k.Stream }
+
+// Entry is the committed position of one task stream: the first byte of the
+// first line not yet confirmed written, in file <task>.<stream>.<FileIndex>,
+// whose device and inode were Dev and Inode.
+type Entry struct {
+	AllocID   string    `msgpack:"alloc_id"`
+	Task      string    `msgpack:"task"`
+	Stream    string    `msgpack:"stream"`
+	FileIndex int64     `msgpack:"file_index"`
+	Offset    int64     `msgpack:"offset"`
+	Dev       uint64    `msgpack:"dev"`
+	Inode     uint64    `msgpack:"inode"`
+	Finished  bool      `msgpack:"finished"`
+	UpdatedAt time.Time `msgpack:"updated_at"`
+}
+
+// Key returns the stream the entry belongs to.
+func (e Entry) Key() Key { return Key{AllocID: e.AllocID, Task: e.Task, Stream: e.Stream} }
+
+// file is the on-disk envelope. Entries is kept as raw msgpack so the
+// checksum covers exactly the bytes that are decoded.
+type file struct {
+	Version  int                `msgpack:"version"`
+	Checksum uint32             `msgpack:"crc32c"`
+	Entries  msgpack.RawMessage `msgpack:"entries"`
+}
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// CorruptError says the checkpoint file cannot be trusted, and what to do.
+type CorruptError struct {
+	Path string
+	Err  error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("checkpoint %s is unreadable: %v; the daemon will not overwrite it. "+
+		"Move it aside to start over (every stream then starts as --read-from says), "+
+		"or restore a good copy", e.Path, e.Err)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Read loads the entries of the checkpoint at path. A missing file is an
+// empty checkpoint; anything that does not decode completely and match its
+// checksum is a *CorruptError.
+func Read(path string) ([]Entry, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint %s: %w", path, err)
+	}
+	entries, err := decode(data)
+	if err != nil {
+		return nil, &CorruptError{Path: path, Err: err}
+	}
+	return entries, nil
+}
+
+func decode(data []byte) ([]Entry, error) {
+	if len(data) == 0 {
+		return nil, errors.New("file is empty")
+	}
+	r := bytes.NewReader(data)
+	dec := msgpack.NewDecoder(r)
+	var f file
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("decode envelope: %w", err)
+	}
+	if rest, _ := io.ReadAll(dec.Buffered()); r.Len() != 0 || len(rest) != 0 {
+		return nil, errors.New("trailing bytes after the envelope")
+	}
+	if f.Version != FormatVersion {
+		return nil, fmt.Errorf("format version %d, this build reads %d", f.Version, FormatVersion)
+	}
+	if got := crc32.Checksum(f.Entries, crcTable); got != f.Checksum {
+		return nil, fmt.Errorf("checksum mismatch (stored %08x, computed %08x)", f.Checksum, got)
+	}
+	var entries []Entry
+	if err := msgpack.Unmarshal(f.Entries, &entries); err != nil {
+		return nil, fmt.Errorf("decode entries: %w", err)
+	}
+	for i, e := range entries {
+		if e.AllocID == "" || e.Task == "" || e.Stream == "" || e.FileIndex < 0 || e.Offset < 0 {
+			return nil, fmt.Errorf("entry %d is invalid: %+v", i, e)
+		}
+	}
+	return entries, nil
+}
+
+func encode(entries []Entry) ([]byte, error) {
+	raw, err := msgpack.Marshal(entries)
+	if err != nil {
+		return nil, fmt.Errorf("encode entries: %w", err)
+	}
+	return msgpack.Marshal(&file{Version: FormatVersion, Checksum: crc32.Checksum(raw, crcTable), Entries: raw})
+}
+
+// Store holds the committed positions of every stream and saves them.
+type Store struct {
+	path string
+	now  func() time.Time
+
+	mu      sync.Mutex
+	entries map[Key]Entry
+	version uint64 // bumped by every change
+	saved   uint64 // version last written to disk
+	saveErr error  // last save's error, nil after a good save
+}
+
+// Open loads the checkpoint at path, removing temp files that a crash
+// during an earlier save left in its folder.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create checkpoint folder: %w", err)
+	}
+	entries, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	removeTemps(path)
+	s := &Store{path: path, now: time.Now, entries: make(map[Key]Entry, len(entries))}
+	for _, e := range entries {
+		s.entries[e.Key()] = e
+	}
+	return s, nil
+}
+
+// Path is the checkpoint file's path.
+func (s *Store) Path() string { return s.path }
+
+// Get returns the entry of k.
+func (s *Store) Get(k Key) (Entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[k]
+	return e, ok
+}
+
+// Entries returns every entry, sorted by key.
+func (s *Store) Entries() []Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sortedLocked()
+}
+
+func (s *Store) sortedLocked() []Entry {
+	out := make([]Entry, 0, len(s.entries))
+	for _, e := range s.entries {
+		out = append(out, e)
+	}
+	Sort(out)
+	return out
+}
+
+// Sort orders entries by alloc ID, task and stream.
+func Sort(entries []Entry) {
+	sort.Slice(entries, func(i, j int) bool {
+		a, b := entries[i], entries[j]
+		if a.AllocID != b.AllocID {
+			return a.AllocID < b.AllocID
+		}
+		if a.Task != b.Task {
+			return a.Task < b.Task
+		}
+		return a.Stream < b.Stream
+	})
+}
+
+// Commit records e (its UpdatedAt is set here).
+func (s *Store) Commit(e Entry) {
+	e.UpdatedAt = s.now().UTC()
+	s.mu.Lock()
+	s.entries[e.Key()] = e
+	s.version++
+	s.mu.Unlock()
+}
+
+// Delete removes the entries of k.
+func (s *Store) Delete(keys ...Key) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		if _, ok := s.entries[k]; ok {
+			delete(s.entries, k)
+			s.version++
+		}
+	}
+}
+
+// Healthy reports the error of the last save, nil when it succeeded.
+func (s *Store) Healthy() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saveErr
+}
+
+// Save writes the entries to disk if anything changed since the last save.
+func (s *Store) Save() error {
+	s.mu.Lock()
+	version := s.version
+	if version == s.saved && s.saveErr == nil && s.fileExistsLocked() {
+		s.mu.Unlock()
+		return nil
+	}
+	entries := s.sortedLocked()
+	s.mu.Unlock()
+
+	data, err := encode(entries)
+	if err == nil {
+		err = WriteFileAtomic(s.path, data)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.saveErr = err
+	if err != nil {
+		return fmt.Errorf("save checkpoint %s: %w", s.path, err)
+	}
+	if version > s.saved {
+		s.saved = version
+	}
+	return nil
+}
+
+// fileExistsLocked keeps Save from skipping the very first write: a new
+// store with no changes still leaves a file behind, so `offsets list`
+// works after a run that shipped nothing.
+func (s *Store) fileExistsLocked() bool {
+	if s.saved > 0 {
+		return true
+	}
+	_, err := os.Stat(s.path)
+	return err == nil
+}
+
+// Run saves every interval until ctx ends, then saves once more. It is the
+// only goroutine that writes the file; save errors go to onError and are
+// retried at the next tick.
+func (s *Store) Run(ctx context.Context, interval time.Duration, onError func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.Save(); err != nil && onError != nil {
+				onError(err)
+			}
+		}
+	}
+}
+
+// WriteFileAtomic replaces path with data so that a crash at any instant
+// leaves either the old content or the new: temp file in the same folder,
+// fsync, rename over path, fsync the folder so the rename itself is durable.
+func WriteFileAtomic(path string, data []byte) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, base+tempInfix+"*")
+	if err != nil {
+		return fmt.Errorf("create temp file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = tmp.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	}
+	if err = tmp.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp.Name(), err)
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("rename %s: %w", tmp.Name(), err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open folder %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err = d.Sync(); err != nil {
+		return fmt.Errorf("fsync folder %s: %w", dir, err)
+	}
+	return nil
+}
+
+const tempInfix = ".tmp-"
+
+// removeTemps deletes temp files an interrupted save left next to path.
+func removeTemps(path string) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n.Name(), base+tempInfix) {
+			os.Remove(filepath.Join(dir, n.Name()))
+		}
+	}
+}

@@ -1,0 +1,178 @@
+package enrich
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// OptOutKey is the meta key that, set to "false" or "off" at the task,
+// group or job level (the nearest level wins), keeps a task's logs out.
+const OptOutKey = "log_forwarder"
+
+// Options select which allocations and tasks are tailed and what metadata
+// is copied into each line.
+type Options struct {
+	// Namespaces to tail; empty means all.
+	Namespaces []string
+	// MetaKeys are copied from task, group or job meta (nearest wins)
+	// into nomad.meta.KEY.
+	MetaKeys []string
+	// SelfAllocID is the forwarder's own allocation, never tailed: its
+	// output would be read back in, a feedback loop.
+	SelfAllocID string
+}
+
+func (o Options) wantsNamespace(ns string) bool {
+	if len(o.Namespaces) == 0 {
+		return true
+	}
+	for _, n := range o.Namespaces {
+		if n == ns || n == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// Node is what the output says about the node.
+type Node struct {
+	ID         string
+	Name       string
+	Datacenter string
+}
+
+// IsTerminal reports whether an allocation's client status is final:
+// its tasks will write nothing more.
+func IsTerminal(clientStatus string) bool {
+	switch clientStatus {
+	case api.AllocClientStatusComplete, api.AllocClientStatusFailed, api.AllocClientStatusLost:
+		return true
+	}
+	return false
+}
+
+// FromAllocation returns both streams of every task of a, unless a is not
+// selected by opts or a task opted out. An allocation whose ID or task
+// names could lead out of the alloc dir is refused with an error.
+func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, error) {
+	if a == nil {
+		return nil, nil
+	}
+	if err := ValidPathComponent(a.ID); err != nil {
+		return nil, fmt.Errorf("refusing allocation with ID %q: %w", a.ID, err)
+	}
+	if a.ID == opts.SelfAllocID || !opts.wantsNamespace(a.Namespace) {
+		return nil, nil
+	}
+	var group *api.TaskGroup
+	var jobMeta map[string]string
+	jobName, jobType := a.JobID, ""
+	if a.Job != nil {
+		jobMeta = a.Job.Meta
+		if a.Job.Name != nil && *a.Job.Name != "" {
+			jobName = *a.Job.Name
+		}
+		if a.Job.Type != nil {
+			jobType = *a.Job.Type
+		}
+		for _, g := range a.Job.TaskGroups {
+			if g != nil && g.Name != nil && *g.Name == a.TaskGroup {
+				group = g
+				break
+			}
+		}
+	}
+	var groupMeta map[string]string
+	var tasks []*api.Task
+	if group != nil {
+		groupMeta, tasks = group.Meta, group.Tasks
+	}
+	names := make([]string, 0, len(tasks))
+	taskMeta := make(map[string]map[string]string, len(tasks))
+	for _, t := range tasks {
+		if t != nil {
+			names = append(names, t.Name)
+			taskMeta[t.Name] = t.Meta
+		}
+	}
+	for name := range a.TaskStates {
+		if _, ok := taskMeta[name]; !ok {
+			names = append(names, name)
+			taskMeta[name] = nil
+		}
+	}
+	nodeID, nodeName := a.NodeID, a.NodeName
+	if nodeID == "" {
+		nodeID = node.ID
+	}
+	if nodeName == "" {
+		nodeName = node.Name
+	}
+	terminal := IsTerminal(a.ClientStatus)
+	var out []Desired
+	var refused []string
+	for _, task := range names {
+		if err := ValidPathComponent(task); err != nil {
+			refused = append(refused, err.Error())
+			continue
+		}
+		levels := []map[string]string{taskMeta[task], groupMeta, jobMeta}
+		if v, ok := nearest(levels, OptOutKey); ok && isOff(v) {
+			continue
+		}
+		meta := Meta{
+			Namespace: a.Namespace, NodeID: nodeID, NodeName: nodeName, Datacenter: node.Datacenter,
+			JobID: a.JobID, JobName: jobName, JobType: jobType, GroupName: a.TaskGroup,
+			TaskName: task, AllocID: a.ID, AllocName: a.Name, AllocIndex: allocIndex(a.Name),
+		}
+		for _, k := range opts.MetaKeys {
+			if v, ok := nearest(levels, k); ok {
+				if meta.Extra == nil {
+					meta.Extra = make(map[string]string, len(opts.MetaKeys))
+				}
+				meta.Extra[k] = v
+			}
+		}
+		for _, stream := range Streams {
+			out = append(out, Desired{Target: Target{AllocID: a.ID, Task: task, Stream: stream}, Meta: meta, Terminal: terminal})
+		}
+	}
+	if len(refused) > 0 {
+		return out, fmt.Errorf("allocation %s: refusing task names: %s", a.ID, strings.Join(refused, "; "))
+	}
+	return out, nil
+}
+
+func nearest(levels []map[string]string, key string) (string, bool) {
+	for _, m := range levels {
+		if v, ok := m[key]; ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func isOff(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "false", "off":
+		return true
+	}
+	return false
+}
+
+// allocIndex is the number in brackets at the end of an allocation name
+// such as "web.app[3]".
+func allocIndex(name string) *int {
+	open := strings.LastIndexByte(name, '[')
+	if open < 0 || !strings.HasSuffix(name, "]") {
+		return nil
+	}
+	n, err := strconv.Atoi(name[open+1 : len(name)-1])
+	if err != nil || n < 0 {
+		return nil
+	}
+	return &n
+}

@@ -1,0 +1,67 @@
+package enrich
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Stream names as they appear in logmon's file names.
+const (
+	Stdout = "stdout"
+	Stderr = "stderr"
+)
+
+// Streams lists both streams of a task, in the order they are started.
+var Streams = [2]string{Stdout, Stderr}
+
+// Target identifies one task stream: the files
+// <alloc-dir>/<AllocID>/alloc/logs/<Task>.<Stream>.<N>.
+type Target struct {
+	AllocID string
+	Task    string
+	Stream  string
+}
+
+func (t Target) String() string { return t.AllocID + "/" + t.Task + "." + t.Stream }
+
+// Meta is what an output line says about where it came from. Empty strings
+// and a nil AllocIndex are left out of the output, never sent empty.
+type Meta struct {
+	Namespace  string
+	NodeID     string
+	NodeName   string
+	Datacenter string
+	JobID      string
+	JobName    string
+	JobType    string
+	GroupName  string
+	TaskName   string
+	AllocID    string
+	AllocName  string
+	AllocIndex *int
+	// Extra holds the values of the --meta keys, rendered as nomad.meta.KEY.
+	Extra map[string]string
+}
+
+// Desired is one target that discovery wants tailed, with its metadata and
+// whether its allocation has stopped for good (the drain rule starts then).
+type Desired struct {
+	Target   Target
+	Meta     Meta
+	Terminal bool
+}
+
+// ValidPathComponent reports why s cannot be used as one component of a
+// path below the alloc dir, or nil if it can. Alloc IDs and task names come
+// from the API or from directory names; neither may leave the alloc dir.
+func ValidPathComponent(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("empty path component")
+	case s == "." || s == "..":
+		return fmt.Errorf("path component %q is a directory reference", s)
+	case strings.ContainsAny(s, "/\x00"):
+		return fmt.Errorf("path component %q contains '/' or NUL", s)
+	}
+	return nil
+}

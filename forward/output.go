@@ -1,0 +1,87 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Output makes connections to where lines go.
+type Output interface {
+	// Dial connects. An error wrapping ErrPermanent ends the writer.
+	Dial(ctx context.Context) (io.WriteCloser, error)
+	String() string
+}
+
+// ErrPermanent marks an output error that no retry can heal.
+var ErrPermanent = errors.New("output cannot be reopened")
+
+// ParseOutput understands "stdout" (written to stdout), "tcp://HOST:PORT"
+// and "unix:///PATH".
+func ParseOutput(spec string, stdout io.Writer) (Output, error) {
+	if spec == "" || spec == "stdout" || spec == "-" {
+		return &stdoutOutput{w: stdout}, nil
+	}
+	u, err := url.Parse(spec)
+	if err != nil {
+		return nil, fmt.Errorf("parse output %q: %w", spec, err)
+	}
+	switch u.Scheme {
+	case "tcp":
+		if u.Host == "" || u.Port() == "" {
+			return nil, fmt.Errorf("output %q: want tcp://HOST:PORT", spec)
+		}
+		return &netOutput{network: "tcp", address: u.Host}, nil
+	case "unix":
+		path := u.Path
+		if u.Host != "" { // unix://relative/path
+			path = u.Host + u.Path
+		}
+		if path == "" {
+			return nil, fmt.Errorf("output %q: want unix:///PATH", spec)
+		}
+		return &netOutput{network: "unix", address: path}, nil
+	}
+	return nil, fmt.Errorf("output %q: unknown scheme %q (want stdout, tcp://HOST:PORT or unix:///PATH)", spec, strings.TrimSuffix(u.Scheme, ":"))
+}
+
+type netOutput struct {
+	network, address string
+}
+
+func (o *netOutput) String() string { return o.network + "://" + o.address }
+
+func (o *netOutput) Dial(ctx context.Context) (io.WriteCloser, error) {
+	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, o.network, o.address)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// stdoutOutput writes to the process's stdout, which cannot be reopened:
+// once a write to it fails (the reader went away), the writer stops.
+type stdoutOutput struct {
+	w      io.Writer
+	broken bool
+}
+
+func (o *stdoutOutput) String() string { return "stdout" }
+
+func (o *stdoutOutput) Dial(context.Context) (io.WriteCloser, error) {
+	if o.broken {
+		return nil, fmt.Errorf("stdout: %w", ErrPermanent)
+	}
+	o.broken = true // a second Dial only happens after a failed write
+	return nopCloser{o.w}, nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }

@@ -1,0 +1,311 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Config sets up a Writer. Zero values take the defaults.
+type Config struct {
+	Output Output
+	// Buffers is how many batches may exist at once (default 32).
+	Buffers int
+	// BatchBytes is the size at which streams cut a batch (default 256 KiB).
+	BatchBytes int
+	// Linger is how long a small write waits for more batches to join it
+	// (default 5ms). Lines never wait longer than this in the writer.
+	Linger time.Duration
+	// MaxBackoff caps the wait between reconnect attempts (default 5s).
+	MaxBackoff time.Duration
+	Log        *zap.Logger
+	Metrics    *Metrics
+}
+
+const (
+	defaultBuffers    = 32
+	defaultBatchBytes = 256 << 10
+	defaultLinger     = 5 * time.Millisecond
+	defaultMaxBackoff = 5 * time.Second
+	// minWriteBytes is what a write gathers before it stops lingering.
+	minWriteBytes = 64 << 10
+)
+
+// Writer writes batches to the output in the order they were submitted.
+type Writer struct {
+	cfg     Config
+	pool    *pool
+	queue   chan *Batch
+	closing chan struct{}
+}
+
+// New makes a Writer; Run starts it.
+func New(cfg Config) *Writer {
+	if cfg.Buffers <= 0 {
+		cfg.Buffers = defaultBuffers
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = defaultBatchBytes
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = defaultLinger
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = defaultMaxBackoff
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &Writer{
+		cfg:     cfg,
+		pool:    newPool(cfg.Buffers, cfg.BatchBytes+cfg.BatchBytes/4),
+		queue:   make(chan *Batch, cfg.Buffers),
+		closing: make(chan struct{}),
+	}
+}
+
+// BatchBytes is the size at which a stream should submit its batch.
+func (w *Writer) BatchBytes() int { return w.cfg.BatchBytes }
+
+// Free hands out free batch buffers; receive from it to get one. Waiting
+// receivers are served in turn.
+func (w *Writer) Free() <-chan *Batch { return w.pool.free }
+
+// Release returns a batch that will not be submitted.
+func (w *Writer) Release(b *Batch) { w.pool.put(b) }
+
+// Submit queues b for writing. It never blocks: every batch came from the
+// pool, and the queue holds as many as the pool has.
+func (w *Writer) Submit(b *Batch) { w.queue <- b }
+
+// Close says no more batches will be submitted: Run writes what is queued
+// and returns.
+func (w *Writer) Close() { close(w.closing) }
+
+// Run writes batches until Close was called and the queue is empty, or
+// until ctx ends (then what is queued is failed, not written). It returns
+// an error only when the output can never be written again.
+func (w *Writer) Run(ctx context.Context) error {
+	var (
+		conn    io.WriteCloser
+		stop    func() bool
+		group   = make([]*Batch, 0, w.cfg.Buffers)
+		bufs    = make(net.Buffers, 0, w.cfg.Buffers)
+		backoff = backoff{min: 100 * time.Millisecond, max: w.cfg.MaxBackoff}
+		timer   = time.NewTimer(time.Hour)
+		dialed  bool
+	)
+	timer.Stop()
+	disconnect := func() {
+		if conn != nil {
+			stop()
+			conn.Close()
+			conn = nil
+			w.cfg.Metrics.Connected.Set(0)
+		}
+	}
+	defer disconnect()
+	defer w.failQueued()
+
+	for {
+		first := w.next(ctx)
+		if first == nil {
+			return nil
+		}
+		group = w.gather(ctx, append(group[:0], first), timer)
+		group = w.dropStale(group)
+		if len(group) == 0 {
+			continue
+		}
+		for conn == nil {
+			c, err := w.cfg.Output.Dial(ctx)
+			if err == nil {
+				conn = c
+				// A write stuck on a peer that stopped reading must not
+				// outlive a hard stop.
+				stop = context.AfterFunc(ctx, func() { setDeadline(c) })
+				w.cfg.Metrics.Connects.Inc()
+				w.cfg.Metrics.Connected.Set(1)
+				if dialed {
+					w.cfg.Log.Info("reconnected to output", zap.Stringer("output", w.cfg.Output))
+				}
+				dialed = true
+				break
+			}
+			if errors.Is(err, ErrPermanent) || ctx.Err() != nil {
+				w.failAll(group)
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("connect to %s: %w", w.cfg.Output, err)
+			}
+			w.cfg.Metrics.DialErrors.Inc()
+			wait := backoff.next()
+			w.cfg.Log.Warn("cannot connect to output; streams wait, nothing is lost",
+				zap.Stringer("output", w.cfg.Output), zap.Error(err), zap.Duration("retry_in", wait))
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				w.failAll(group)
+				return nil
+			}
+		}
+
+		bufs = bufs[:0]
+		for _, b := range group {
+			bufs = append(bufs, b.Data)
+		}
+		if _, err := bufs.WriteTo(conn); err != nil {
+			w.cfg.Metrics.WriteErrors.Inc()
+			if ctx.Err() == nil {
+				w.cfg.Log.Warn("write to output failed; resending from the last commit",
+					zap.Stringer("output", w.cfg.Output), zap.Error(err))
+			}
+			disconnect()
+			w.failAll(group)
+			continue
+		}
+		backoff.reset()
+		for _, b := range group {
+			w.cfg.Metrics.BytesWritten.Add(float64(len(b.Data)))
+			w.cfg.Metrics.LinesWritten.Add(float64(b.Lines))
+			b.Source.Written(b)
+			w.pool.put(b)
+		}
+	}
+}
+
+// next waits for the first batch of a write; nil means Run should return.
+func (w *Writer) next(ctx context.Context) *Batch {
+	select {
+	case b := <-w.queue:
+		return b
+	case <-ctx.Done():
+		return nil
+	case <-w.closing:
+		select {
+		case b := <-w.queue:
+			return b
+		default:
+			return nil
+		}
+	}
+}
+
+// gather adds queued batches to group. When the write is still small it
+// lingers briefly for more, so that many quiet streams share one syscall.
+func (w *Writer) gather(ctx context.Context, group []*Batch, timer *time.Timer) []*Batch {
+	size := len(group[0].Data)
+	lingering := false
+	defer func() {
+		if lingering {
+			timer.Stop()
+		}
+	}()
+	for len(group) < cap(group) && size < w.cfg.BatchBytes*4 {
+		select {
+		case b := <-w.queue:
+			group = append(group, b)
+			size += len(b.Data)
+			continue
+		default:
+		}
+		if w.cfg.Linger < 0 || size >= minWriteBytes {
+			return group
+		}
+		if !lingering {
+			lingering = true
+			timer.Reset(w.cfg.Linger)
+		}
+		select {
+		case b := <-w.queue:
+			group = append(group, b)
+			size += len(b.Data)
+		case <-timer.C:
+			lingering = false
+			return group
+		case <-w.closing:
+			return w.drainNow(group)
+		case <-ctx.Done():
+			return group
+		}
+	}
+	return group
+}
+
+func (w *Writer) drainNow(group []*Batch) []*Batch {
+	for len(group) < cap(group) {
+		select {
+		case b := <-w.queue:
+			group = append(group, b)
+		default:
+			return group
+		}
+	}
+	return group
+}
+
+// dropStale fails the batches whose source rewound since making them.
+func (w *Writer) dropStale(group []*Batch) []*Batch {
+	live := group[:0]
+	for _, b := range group {
+		if b.Epoch != b.Source.Epoch() {
+			b.Source.Failed(b)
+			w.pool.put(b)
+			continue
+		}
+		live = append(live, b)
+	}
+	return live
+}
+
+func (w *Writer) failAll(group []*Batch) {
+	for _, b := range group {
+		b.Source.Failed(b)
+		w.pool.put(b)
+	}
+}
+
+func (w *Writer) failQueued() {
+	for {
+		select {
+		case b := <-w.queue:
+			b.Source.Failed(b)
+			w.pool.put(b)
+		default:
+			return
+		}
+	}
+}
+
+func setDeadline(c io.WriteCloser) {
+	if d, ok := c.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		d.SetWriteDeadline(time.Unix(1, 0))
+	}
+}
+
+// backoff is capped exponential backoff with full jitter.
+type backoff struct {
+	min, max time.Duration
+	cur      time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(b.cur*2, b.max)
+	}
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }

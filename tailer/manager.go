@@ -1,0 +1,242 @@
+package tailer
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/forward"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+)
+
+// Where a stream with no checkpoint starts.
+const (
+	ReadFromBeginning = "beginning"
+	ReadFromEnd       = "end"
+)
+
+// Output is where streams send their batches (a *forward.Writer).
+type Output interface {
+	Free() <-chan *forward.Batch
+	Submit(b *forward.Batch)
+	Release(b *forward.Batch)
+	BatchBytes() int
+}
+
+// Checkpoint is where streams find and commit their positions (a
+// *checkpoint.Store). It must be safe for concurrent use.
+type Checkpoint interface {
+	Get(checkpoint.Key) (checkpoint.Entry, bool)
+	Commit(checkpoint.Entry)
+	Entries() []checkpoint.Entry
+	Delete(...checkpoint.Key)
+}
+
+// Config sets up a Manager.
+type Config struct {
+	Root       *safefs.Root
+	Output     Output
+	Checkpoint Checkpoint
+	// Watcher supplies wake-ups; nil means every stream polls.
+	Watcher      *Watcher
+	ReadFrom     string
+	MaxLineBytes int
+	// DrainDelay is how long a stopped allocation's stream must see no new
+	// bytes before it is retired.
+	DrainDelay time.Duration
+	// PollInterval is the safety-net poll of a watched stream (default
+	// 10s); FallbackPollInterval that of a stream inotify cannot watch
+	// (default 250ms).
+	PollInterval         time.Duration
+	FallbackPollInterval time.Duration
+	Log                  *zap.Logger
+	Metrics              *Metrics
+}
+
+func (c *Config) setDefaults() {
+	if c.ReadFrom == "" {
+		c.ReadFrom = ReadFromBeginning
+	}
+	if c.MaxLineBytes <= 0 {
+		c.MaxLineBytes = 102400
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 10 * time.Second
+	}
+	if c.FallbackPollInterval <= 0 {
+		c.FallbackPollInterval = 250 * time.Millisecond
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+}
+
+// Manager runs one stream per desired target and retires streams once
+// they are drained.
+type Manager struct {
+	cfg     Config
+	readBuf sync.Pool
+}
+
+// NewManager makes a Manager.
+func NewManager(cfg Config) *Manager {
+	cfg.setDefaults()
+	m := &Manager{cfg: cfg}
+	m.readBuf.New = func() any {
+		b := make([]byte, readChunk)
+		return &b
+	}
+	return m
+}
+
+type running struct {
+	s      *stream
+	cancel context.CancelFunc
+}
+
+// Run tails the targets of each snapshot that arrives on updates, until ctx
+// ends. A target missing from a later snapshot is drained like one whose
+// allocation stopped. Run returns once every stream has stopped.
+func (m *Manager) Run(ctx context.Context, updates <-chan []enrich.Desired) error {
+	streams := make(map[enrich.Target]*running)
+	exited := make(chan enrich.Target)
+	var wg sync.WaitGroup
+	defer func() {
+		for _, r := range streams {
+			r.cancel()
+		}
+		// Streams may still report their exit while we wait.
+		go func() {
+			for range exited {
+			}
+		}()
+		wg.Wait()
+		close(exited)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case t := <-exited:
+			if r, ok := streams[t]; ok {
+				r.cancel()
+				delete(streams, t)
+			}
+			m.updateGauges(streams)
+		case snapshot, ok := <-updates:
+			if !ok {
+				updates = nil
+				continue
+			}
+			m.apply(ctx, snapshot, streams, exited, &wg)
+			m.forgetGone(streams)
+			m.updateGauges(streams)
+		}
+	}
+}
+
+func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams map[enrich.Target]*running, exited chan<- enrich.Target, wg *sync.WaitGroup) {
+	seen := make(map[enrich.Target]bool, len(snapshot))
+	for _, d := range snapshot {
+		seen[d.Target] = true
+		if r, ok := streams[d.Target]; ok {
+			if d.Terminal && !r.s.terminal.Swap(true) {
+				r.s.log.Info("allocation stopped; draining stream", zap.Duration("drain_delay", m.cfg.DrainDelay))
+				r.s.poke()
+			}
+			continue
+		}
+		if e, ok := m.cfg.Checkpoint.Get(checkpointKey(d.Target)); ok && e.Finished {
+			continue
+		}
+		s := newStream(&m.cfg, d, true, &m.readBuf)
+		sctx, cancel := context.WithCancel(ctx)
+		streams[d.Target] = &running{s: s, cancel: cancel}
+		s.log.Info("target added", zap.Bool("terminal", d.Terminal))
+		wg.Go(func() {
+			defer cancel()
+			if err := s.run(sctx); err != nil && !errors.Is(err, errFinished) {
+				s.log.Error("stream stopped", zap.Error(err))
+			}
+			select {
+			case exited <- d.Target:
+			case <-ctx.Done():
+			}
+		})
+	}
+	for t, r := range streams {
+		if !seen[t] && !r.s.terminal.Swap(true) {
+			r.s.log.Info("allocation no longer listed; draining stream", zap.Duration("drain_delay", m.cfg.DrainDelay))
+			r.s.poke()
+		}
+	}
+}
+
+// forgetGone deletes the checkpoint entries of streams not running whose
+// alloc dir no longer exists: nothing is left to read or to protect.
+func (m *Manager) forgetGone(streams map[enrich.Target]*running) {
+	var gone []checkpoint.Key
+	checked := make(map[string]bool)
+	for _, e := range m.cfg.Checkpoint.Entries() {
+		t := enrich.Target{AllocID: e.AllocID, Task: e.Task, Stream: e.Stream}
+		if _, ok := streams[t]; ok {
+			continue
+		}
+		exists, ok := checked[e.AllocID]
+		if !ok {
+			exists = enrich.ValidPathComponent(e.AllocID) == nil && m.cfg.Root.Exists(e.AllocID)
+			checked[e.AllocID] = exists
+		}
+		if !exists {
+			gone = append(gone, e.Key())
+		}
+	}
+	if len(gone) > 0 {
+		m.cfg.Checkpoint.Delete(gone...)
+		m.cfg.Log.Info("forgot checkpoint entries of allocations whose alloc dir is gone", zap.Int("entries", len(gone)))
+	}
+}
+
+func (m *Manager) updateGauges(streams map[enrich.Target]*running) {
+	draining := 0
+	for _, r := range streams {
+		if r.s.terminal.Load() {
+			draining++
+		}
+	}
+	m.cfg.Metrics.TargetsActive.Set(float64(len(streams)))
+	m.cfg.Metrics.TargetsDrain.Set(float64(draining))
+}
+
+// RunOnce reads every target to its end, emits each partial last line,
+// waits until the output confirmed everything, and returns.
+func (m *Manager) RunOnce(ctx context.Context, targets []enrich.Desired) error {
+	cfg := m.cfg
+	cfg.DrainDelay = 0
+	var wg sync.WaitGroup
+	for _, d := range targets {
+		d.Terminal = true
+		s := newStream(&cfg, d, false, &m.readBuf)
+		wg.Go(func() {
+			if err := s.run(ctx); err != nil && !errors.Is(err, errFinished) {
+				s.log.Error("stream stopped", zap.Error(err))
+			}
+		})
+	}
+	m.cfg.Metrics.TargetsActive.Set(float64(len(targets)))
+	wg.Wait()
+	m.cfg.Metrics.TargetsActive.Set(0)
+	return ctx.Err()
+}
+
+func checkpointKey(t enrich.Target) checkpoint.Key {
+	return checkpoint.Key{AllocID: t.AllocID, Task: t.Task, Stream: t.Stream}
+}

@@ -1,0 +1,79 @@
+package tailer
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
+)
+
+// Metrics are the tailer's. Per-line counters are labelled by namespace and
+// job only, so their cardinality stays bounded however many allocations
+// come and go. NewMetrics(nil) gives metrics registered nowhere.
+type Metrics struct {
+	LinesRead      *prometheus.CounterVec
+	BytesRead      *prometheus.CounterVec
+	LinesForwarded *prometheus.CounterVec
+	BytesForwarded *prometheus.CounterVec
+	LinesTruncated prometheus.Counter
+	FilesSkipped   prometheus.Counter
+	FilesTruncated prometheus.Counter
+	FilesRefused   prometheus.Counter
+	TargetsActive  prometheus.Gauge
+	TargetsDrain   prometheus.Gauge
+}
+
+// NewMetrics creates the tailer's metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	labels := []string{"namespace", "job"}
+	m := &Metrics{
+		LinesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nlf_lines_read_total", Help: "Lines read from task log files and handed to the output (resent lines count again)."}, labels),
+		BytesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nlf_bytes_read_total", Help: "Bytes read from task log files."}, labels),
+		LinesForwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nlf_lines_forwarded_total", Help: "Lines the output confirmed written."}, labels),
+		BytesForwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nlf_bytes_forwarded_total", Help: "Bytes of rendered lines the output confirmed written."}, labels),
+		LinesTruncated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nlf_lines_truncated_total", Help: "Lines longer than --max-line-bytes, emitted truncated."}),
+		FilesSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nlf_files_skipped_total", Help: "Log files purged by logmon before they could be opened: their lines are lost."}),
+		FilesTruncated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nlf_files_truncated_total", Help: "Log files found shorter than the read offset and read again from the start."}),
+		FilesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nlf_files_refused_total", Help: "Symlinks and non-regular files found where log files or folders should be, never read."}),
+		TargetsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nlf_targets_active", Help: "Task streams being tailed."}),
+		TargetsDrain: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nlf_targets_draining", Help: "Task streams whose allocation stopped, being drained."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.LinesRead, m.BytesRead, m.LinesForwarded, m.BytesForwarded, m.LinesTruncated,
+			m.FilesSkipped, m.FilesTruncated, m.FilesRefused, m.TargetsActive, m.TargetsDrain)
+	}
+	return m
+}
+
+// streamMetrics are a stream's counters, with its labels resolved once.
+type streamMetrics struct {
+	linesRead, bytesRead, linesForwarded, bytesForwarded prometheus.Counter
+	linesTruncated, filesSkipped, filesTruncated         prometheus.Counter
+	filesRefused                                         prometheus.Counter
+}
+
+func (m *Metrics) forStream(meta enrich.Meta) streamMetrics {
+	job := meta.JobName
+	if job == "" {
+		job = meta.JobID
+	}
+	return streamMetrics{
+		linesRead:      m.LinesRead.WithLabelValues(meta.Namespace, job),
+		bytesRead:      m.BytesRead.WithLabelValues(meta.Namespace, job),
+		linesForwarded: m.LinesForwarded.WithLabelValues(meta.Namespace, job),
+		bytesForwarded: m.BytesForwarded.WithLabelValues(meta.Namespace, job),
+		linesTruncated: m.LinesTruncated,
+		filesSkipped:   m.FilesSkipped,
+		filesTruncated: m.FilesTruncated,
+		filesRefused:   m.FilesRefused,
+	}
+}

@@ -1,0 +1,777 @@
+package tailer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/forward"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+)
+
+const (
+	// MaxOpenFiles bounds the descriptors one stream holds: the file being
+	// read, older files whose lines are not committed yet, and newer files
+	// opened ahead so that logmon's purge cannot take them.
+	MaxOpenFiles = 16
+	// maxInflight is how many batches of one stream the output may hold.
+	// Two let a stream render its next batch while the last one is written.
+	maxInflight = 2
+	// readChunk is the size of one read from a log file.
+	readChunk = 128 << 10
+)
+
+// errFinished is returned by start for a stream whose checkpoint entry says
+// it was drained and retired already.
+var errFinished = errors.New("stream already finished")
+
+// logFile is an open log file of a stream.
+type logFile struct {
+	f     *os.File
+	index int64
+	dev   uint64
+	ino   uint64
+}
+
+func (lf *logFile) close() {
+	if lf.f != nil {
+		lf.f.Close()
+		lf.f = nil
+	}
+}
+
+// ack is the output's verdict on one batch, passed to the stream goroutine.
+type ack struct {
+	ok    bool
+	epoch uint64
+	pos   Position
+}
+
+// pending is what the stream remembers of a batch the output holds.
+type pending struct {
+	pos   Position
+	lines int
+	bytes int
+}
+
+// stream follows the files of one target. Its fields below "owned by run"
+// belong to its goroutine; the others are shared with the output's and the
+// watcher's goroutines, and say so.
+type stream struct {
+	target  enrich.Target
+	key     checkpoint.Key
+	dir     string // log folder relative to the alloc dir
+	cfg     *Config
+	log     *zap.Logger
+	render  *enrich.Renderer
+	metrics streamMetrics
+	readBuf *sync.Pool
+
+	// markFinished: write Finished into the checkpoint when drained
+	// (false with --once, which stops without the allocation ending).
+	markFinished bool
+
+	// Shared with the output's goroutine.
+	epoch    atomic.Uint64
+	acks     chan ack
+	inflight [maxInflight]pending // slot seq%maxInflight, written before Submit
+
+	// Shared with the watcher and the manager.
+	wake        chan struct{}
+	highestSeen atomic.Int64
+	terminal    atomic.Bool
+
+	// Owned by run.
+	files      []*logFile // open, ascending index
+	readAt     int        // files[readAt] is being read
+	readOff    int64
+	openNext   int64 // the next index to try to open
+	fr         framer
+	batch      *forward.Batch
+	seq        uint64
+	nInflight  int
+	localEpoch uint64
+	committed  Position // last position the output confirmed
+	lastData   time.Time
+	timestamp  []byte
+	renderIdx  int64
+	refused    map[int64]bool
+	watched    bool
+	sawDir     bool // the log folder existed once; its absence now means GC
+	truncLog   time.Time
+	truncCount int64
+}
+
+func newStream(cfg *Config, d enrich.Desired, markFinished bool, readBuf *sync.Pool) *stream {
+	s := &stream{
+		target:       d.Target,
+		key:          checkpoint.Key{AllocID: d.Target.AllocID, Task: d.Target.Task, Stream: d.Target.Stream},
+		dir:          enrich.LogDir(d.Target.AllocID),
+		cfg:          cfg,
+		log:          cfg.Log.With(zap.String("alloc_id", d.Target.AllocID), zap.String("task", d.Target.Task), zap.String("stream", d.Target.Stream)),
+		render:       enrich.NewRenderer(d.Target.Stream, d.Meta),
+		metrics:      cfg.Metrics.forStream(d.Meta),
+		readBuf:      readBuf,
+		markFinished: markFinished,
+		acks:         make(chan ack, maxInflight),
+		wake:         make(chan struct{}, 1),
+		fr:           framer{max: cfg.MaxLineBytes},
+		renderIdx:    -1,
+		refused:      make(map[int64]bool),
+	}
+	s.highestSeen.Store(-1)
+	s.terminal.Store(d.Terminal)
+	return s
+}
+
+// notify is called by the watcher: a file of this stream changed or
+// appeared (index >= 0), or something happened that it should look at.
+func (s *stream) notify(index int64) {
+	for {
+		cur := s.highestSeen.Load()
+		if index <= cur || s.highestSeen.CompareAndSwap(cur, index) {
+			break
+		}
+	}
+	s.poke()
+}
+
+func (s *stream) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Epoch, Written and Failed implement forward.Source; they run on the
+// output's goroutine.
+func (s *stream) Epoch() uint64 { return s.epoch.Load() }
+
+func (s *stream) Written(b *forward.Batch) {
+	p := s.inflight[b.Seq%maxInflight]
+	s.cfg.Checkpoint.Commit(s.entry(p.pos, false))
+	s.metrics.linesForwarded.Add(float64(p.lines))
+	s.metrics.bytesForwarded.Add(float64(p.bytes))
+	s.acks <- ack{ok: true, epoch: b.Epoch, pos: p.pos}
+}
+
+func (s *stream) Failed(b *forward.Batch) {
+	s.epoch.CompareAndSwap(b.Epoch, b.Epoch+1)
+	s.acks <- ack{ok: false, epoch: b.Epoch}
+}
+
+func (s *stream) entry(p Position, finished bool) checkpoint.Entry {
+	return checkpoint.Entry{
+		AllocID: s.key.AllocID, Task: s.key.Task, Stream: s.key.Stream,
+		FileIndex: p.Index, Offset: p.Offset, Dev: p.Dev, Inode: p.Ino, Finished: finished,
+	}
+}
+
+// run follows the stream until it is drained (nil) or ctx ends.
+func (s *stream) run(ctx context.Context) error {
+	defer s.closeAll()
+	absDir := s.cfg.Root.Join(s.dir)
+	s.watched = s.cfg.Watcher.subscribe(absDir, s.target.Task, s.target.Stream, s)
+	defer s.cfg.Watcher.unsubscribe(absDir, s.target.Task, s.target.Stream)
+	if err := s.start(); err != nil {
+		return err
+	}
+	s.lastData = time.Now()
+	poll := time.NewTimer(time.Hour)
+	defer poll.Stop()
+	for {
+		if err := s.pump(ctx); err != nil {
+			return nil // ctx ended
+		}
+		if s.batch != nil && s.batch.Lines > 0 {
+			s.submit()
+		}
+		s.commitIdlePosition()
+		if s.terminal.Load() && s.nInflight == 0 {
+			if wait := s.cfg.DrainDelay - time.Since(s.lastData); wait <= 0 {
+				done, err := s.finish(ctx)
+				if err != nil || done {
+					return nil
+				}
+				continue
+			} else {
+				poll.Reset(min(wait, s.pollInterval()))
+			}
+		} else {
+			poll.Reset(s.pollInterval())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+			s.openAhead()
+		case a := <-s.acks:
+			s.handleAck(a)
+		case <-poll.C:
+			s.onPoll(absDir)
+		}
+	}
+}
+
+func (s *stream) pollInterval() time.Duration {
+	if s.watched {
+		return s.cfg.PollInterval
+	}
+	return s.cfg.FallbackPollInterval
+}
+
+// onPoll is the fallback for lost or missing inotify events.
+func (s *stream) onPoll(absDir string) {
+	if !s.watched {
+		s.watched = s.cfg.Watcher.subscribe(absDir, s.target.Task, s.target.Stream, s)
+	}
+	if s.openAhead() == 0 && len(s.files) == 0 {
+		s.refreshHighest()
+		s.openAhead()
+	}
+	if s.sawDir && !s.terminal.Load() && !s.cfg.Root.Exists(s.target.AllocID) {
+		// The alloc dir is gone (GC): nothing new can appear, so the
+		// stream drains what its descriptors still hold.
+		s.terminal.Store(true)
+	}
+}
+
+// start positions the stream: at its checkpoint, or where --read-from says.
+func (s *stream) start() error {
+	s.refreshHighest()
+	e, ok := s.cfg.Checkpoint.Get(s.key)
+	if ok && e.Finished {
+		return errFinished
+	}
+	if ok {
+		if s.resumeFrom(e) {
+			return nil
+		}
+	} else if s.cfg.ReadFrom == ReadFromEnd {
+		if hi := s.highestSeen.Load(); hi >= 0 {
+			if lf, err := s.openIndex(hi); err == nil {
+				s.files, s.openNext = []*logFile{lf}, hi+1
+				s.readOff = lastLineEnd(lf.f)
+				s.committed = Position{Index: hi, Offset: s.readOff, Dev: lf.dev, Ino: lf.ino}
+				s.cfg.Checkpoint.Commit(s.entry(s.committed, false))
+				return nil
+			}
+		}
+	}
+	s.startAtLowest()
+	return nil
+}
+
+// resumeFrom opens the checkpointed file; false means start at the lowest.
+func (s *stream) resumeFrom(e checkpoint.Entry) bool {
+	lf, err := s.openIndex(e.FileIndex)
+	switch {
+	case err == nil && e.Inode != 0 && (lf.ino != e.Inode || lf.dev != e.Dev):
+		lf.close()
+		s.log.Warn("checkpointed file was replaced by another file (inode changed); starting this stream over at its lowest index",
+			zap.Int64("file_index", e.FileIndex), zap.Uint64("checkpoint_inode", e.Inode), zap.Uint64("inode", lf.ino))
+		return false
+	case err == nil:
+		off := e.Offset
+		if size := fileSize(lf.f); size < off {
+			s.log.Warn("checkpointed file is shorter than the saved offset (truncated); reading it from the start",
+				zap.String("file", lf.f.Name()), zap.Int64("offset", off), zap.Int64("size", size))
+			s.metrics.filesTruncated.Inc()
+			off = 0
+		}
+		s.files, s.openNext, s.readOff = []*logFile{lf}, e.FileIndex+1, off
+		s.committed = Position{Index: lf.index, Offset: off, Dev: lf.dev, Ino: lf.ino}
+		return true
+	case errors.Is(err, fs.ErrNotExist):
+		next, ok := s.nextExisting(e.FileIndex + 1)
+		if !ok {
+			// Nothing at or after the checkpoint yet: wait for that index.
+			s.openNext = e.FileIndex
+			s.committed = Position{Index: e.FileIndex, Offset: e.Offset, Dev: e.Dev, Ino: e.Inode}
+			return true
+		}
+		s.reportGap(e.FileIndex, next, "while the daemon was not running")
+		s.openNext = next
+		s.openAhead()
+		s.committed = s.readPosition()
+		return true
+	default:
+		s.log.Warn("cannot open checkpointed file; starting this stream at its lowest index", zap.Error(err))
+		return false
+	}
+}
+
+func (s *stream) startAtLowest() {
+	s.closeAll()
+	s.readOff = 0
+	lo, ok := s.nextExisting(0)
+	if !ok {
+		lo = 0
+	}
+	s.openNext = lo
+	s.openAhead()
+	s.committed = s.readPosition()
+	if len(s.files) > 0 {
+		s.cfg.Checkpoint.Commit(s.entry(s.committed, false))
+	}
+}
+
+// readPosition is where the stream reads next.
+func (s *stream) readPosition() Position {
+	if s.readAt < len(s.files) {
+		lf := s.files[s.readAt]
+		return Position{Index: lf.index, Offset: s.readOff, Dev: lf.dev, Ino: lf.ino}
+	}
+	return Position{Index: s.openNext, Offset: 0}
+}
+
+// pump reads, frames and submits until every open file is read to its end
+// and no newer file exists. It returns an error only when ctx ended.
+func (s *stream) pump(ctx context.Context) error {
+	// bufp is a pooled read buffer, held only while this stream can read.
+	var bufp *[]byte
+	defer func() {
+		if bufp != nil {
+			s.readBuf.Put(bufp)
+		}
+	}()
+	for {
+		if s.readAt >= len(s.files) {
+			if s.openAhead() == 0 {
+				return nil
+			}
+			continue
+		}
+		if !s.haveBatch() {
+			// Waiting for the output: give the read buffer back so that
+			// memory does not grow with the number of waiting streams.
+			if bufp != nil {
+				s.readBuf.Put(bufp)
+				bufp = nil
+			}
+			if err := s.waitForBatch(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if bufp == nil {
+			bufp = s.readBuf.Get().(*[]byte)
+		}
+		buf := *bufp
+		lf := s.files[s.readAt]
+		hadNext := s.readAt+1 < len(s.files)
+		n, err := lf.f.ReadAt(buf, s.readOff)
+		if n > 0 {
+			s.lastData = time.Now()
+			s.timestamp = enrich.AppendTimestamp(s.timestamp[:0], s.lastData)
+			s.metrics.bytesRead.Add(float64(n))
+			s.consume(buf[:n], lf)
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			s.log.Warn("read failed; retrying at the next wake-up", zap.String("file", lf.f.Name()), zap.Error(err))
+			return nil
+		}
+		if hadNext {
+			// logmon closes file N before it creates N+1, and N+1 existed
+			// before this read: N is complete.
+			s.readAt++
+			s.readOff = 0
+			continue
+		}
+		if s.openAhead() > 0 {
+			continue // read N once more now that N+1 is known to exist
+		}
+		if size := fileSize(lf.f); size < s.readOff {
+			s.log.Warn("file shrank below the read offset (truncated); reading it again from the start",
+				zap.String("file", lf.f.Name()), zap.Int64("offset", s.readOff), zap.Int64("size", size))
+			s.metrics.filesTruncated.Inc()
+			if l, ok := s.fr.flush(); ok {
+				s.emit(l)
+			}
+			s.readOff = 0
+			continue
+		}
+		return nil
+	}
+}
+
+// consume frames data, read from lf at s.readOff, into the batch. It stops
+// early when the batch is full and no next batch is free; the rest of data
+// is read again later.
+func (s *stream) consume(data []byte, lf *logFile) {
+	for len(data) > 0 {
+		if !s.haveBatch() {
+			return
+		}
+		n, l, ok := s.fr.frame(data, Position{Index: lf.index, Offset: s.readOff, Dev: lf.dev, Ino: lf.ino})
+		data = data[n:]
+		s.readOff += int64(n)
+		if ok {
+			s.emit(l)
+		}
+	}
+}
+
+// emit renders one line into the batch and submits the batch when full.
+func (s *stream) emit(l line) {
+	if l.start.Index != s.renderIdx {
+		s.render.SetFile(s.cfg.Root.Join(s.dir + "/" + enrich.LogFileName(s.target.Task, s.target.Stream, l.start.Index)))
+		s.renderIdx = l.start.Index
+	}
+	if l.truncated {
+		s.noteTruncated(l)
+	}
+	s.batch.Data = s.render.AppendLine(s.batch.Data, s.timestamp, l.data, l.start.Offset, l.truncated)
+	s.batch.Lines++
+	if len(s.batch.Data) >= s.cfg.Output.BatchBytes() {
+		s.submit()
+	}
+}
+
+func (s *stream) noteTruncated(l line) {
+	s.truncCount++
+	s.metrics.linesTruncated.Inc()
+	if s.truncCount == 1 || time.Since(s.truncLog) > 10*time.Second {
+		s.truncLog = time.Now()
+		s.log.Warn("line longer than --max-line-bytes: emitted truncated, rest skipped",
+			zap.Int64("file_index", l.start.Index), zap.Int64("offset", l.start.Offset),
+			zap.Int("max_line_bytes", s.cfg.MaxLineBytes), zap.Int64("truncated_lines_so_far", s.truncCount))
+	}
+}
+
+// haveBatch makes sure a batch buffer is at hand, without waiting.
+func (s *stream) haveBatch() bool {
+	if s.batch != nil {
+		return true
+	}
+	s.drainAcks()
+	if s.nInflight >= maxInflight {
+		return false
+	}
+	select {
+	case b := <-s.cfg.Output.Free():
+		s.batch = b
+		return true
+	default:
+		return false
+	}
+}
+
+// waitForBatch waits for a batch buffer, opening new files meanwhile.
+func (s *stream) waitForBatch(ctx context.Context) error {
+	for s.batch == nil {
+		free := s.cfg.Output.Free()
+		if s.nInflight >= maxInflight {
+			free = nil // an ack must come first
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case b := <-free:
+			s.batch = b
+		case a := <-s.acks:
+			s.handleAck(a)
+		case <-s.wake:
+			s.openAhead()
+		}
+	}
+	return nil
+}
+
+func (s *stream) drainAcks() {
+	for {
+		select {
+		case a := <-s.acks:
+			s.handleAck(a)
+		default:
+			return
+		}
+	}
+}
+
+// submit hands the batch to the output with the position a restart
+// should resume from once it is written.
+func (s *stream) submit() {
+	b := s.batch
+	s.batch = nil
+	pos := s.fr.resume(s.readPosition())
+	s.inflight[s.seq%maxInflight] = pending{pos: pos, lines: b.Lines, bytes: len(b.Data)}
+	b.Source, b.Epoch, b.Seq = s, s.localEpoch, s.seq
+	s.seq++
+	s.nInflight++
+	s.metrics.linesRead.Add(float64(b.Lines))
+	s.cfg.Output.Submit(b)
+}
+
+// commitIdlePosition records progress that carried no line (moving to the
+// next file) so that a restart does not look for a file that is gone.
+func (s *stream) commitIdlePosition() {
+	if s.nInflight > 0 || (s.batch != nil && s.batch.Lines > 0) {
+		return
+	}
+	pos := s.fr.resume(s.readPosition())
+	if pos != s.committed && len(s.files) > 0 {
+		s.committed = pos
+		s.cfg.Checkpoint.Commit(s.entry(pos, false))
+		s.releaseFiles()
+	}
+}
+
+func (s *stream) handleAck(a ack) {
+	s.nInflight--
+	switch {
+	case a.ok:
+		s.committed = a.pos
+		s.releaseFiles()
+	case a.epoch == s.localEpoch:
+		s.rewind()
+	}
+}
+
+// rewind goes back to the last committed position after the output lost
+// a batch; everything after it is read and sent again.
+func (s *stream) rewind() {
+	s.localEpoch = s.epoch.Load()
+	if s.batch != nil {
+		s.batch.Data, s.batch.Lines = s.batch.Data[:0], 0
+	}
+	s.fr.reset()
+	for i, lf := range s.files {
+		if lf.index == s.committed.Index {
+			s.readAt, s.readOff = i, s.committed.Offset
+			return
+		}
+	}
+	// The committed file was never opened (it was purged before): start
+	// at the first file held.
+	s.readAt, s.readOff = 0, 0
+}
+
+// releaseFiles closes files that lie wholly before the committed position.
+func (s *stream) releaseFiles() {
+	n := 0
+	for n < s.readAt && s.files[n].index < s.committed.Index {
+		s.files[n].close()
+		n++
+	}
+	if n > 0 {
+		s.files = append(s.files[:0], s.files[n:]...)
+		s.readAt -= n
+	}
+}
+
+// openAhead opens every newer file that exists, up to MaxOpenFiles, and
+// reports how many it opened. A file that is gone although a newer one
+// exists was purged before it could be opened: that is reported as a gap.
+func (s *stream) openAhead() (opened int) {
+	for len(s.files) < MaxOpenFiles {
+		idx := s.openNext
+		lf, err := s.openIndex(idx)
+		switch {
+		case err == nil:
+			s.files = append(s.files, lf)
+			s.openNext = idx + 1
+			opened++
+			continue
+		case safefs.IsRefused(err):
+			if !s.refused[idx] {
+				s.refused[idx] = true
+				s.log.Warn("refusing a log file that is not a regular file", zap.Error(err))
+				s.metrics.filesRefused.Inc()
+			}
+			s.openNext = idx + 1
+			continue
+		case errors.Is(err, fs.ErrNotExist):
+			if idx >= s.highestSeen.Load() {
+				return opened
+			}
+			next, ok := s.nextExisting(idx + 1)
+			if !ok {
+				return opened
+			}
+			s.reportGap(idx, next, "")
+			s.openNext = next
+			continue
+		default:
+			s.log.Warn("cannot open log file; retrying at the next wake-up", zap.Error(err))
+			return opened
+		}
+	}
+	return opened
+}
+
+func (s *stream) reportGap(from, to int64, when string) {
+	for i := from; i < to; i++ {
+		name := s.cfg.Root.Join(s.dir + "/" + enrich.LogFileName(s.target.Task, s.target.Stream, i))
+		msg := "log file was purged before it could be opened; its lines are lost"
+		if when != "" {
+			msg += " (" + when + ")"
+		}
+		s.log.Warn(msg, zap.String("file", name))
+		s.metrics.filesSkipped.Inc()
+	}
+}
+
+func (s *stream) openIndex(idx int64) (*logFile, error) {
+	f, err := s.cfg.Root.OpenFile(s.dir + "/" + enrich.LogFileName(s.target.Task, s.target.Stream, idx))
+	if err != nil {
+		return nil, err
+	}
+	s.sawDir = true
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("fstat %s: %w", f.Name(), err)
+	}
+	return &logFile{f: f, index: idx, dev: uint64(st.Dev), ino: st.Ino}, nil
+}
+
+// nextExisting lists the log folder for the lowest index >= from of this
+// stream, and updates highestSeen from what it saw.
+func (s *stream) nextExisting(from int64) (int64, bool) {
+	lo, hi, ok := s.listIndexes(from)
+	if ok {
+		s.notifyHighest(hi)
+	}
+	return lo, ok
+}
+
+func (s *stream) refreshHighest() {
+	if _, hi, ok := s.listIndexes(0); ok {
+		s.notifyHighest(hi)
+	}
+}
+
+func (s *stream) notifyHighest(hi int64) {
+	for {
+		cur := s.highestSeen.Load()
+		if hi <= cur || s.highestSeen.CompareAndSwap(cur, hi) {
+			return
+		}
+	}
+}
+
+// listIndexes reads the log folder in chunks (it may hold very many
+// files) and returns the lowest index >= from and the highest index.
+func (s *stream) listIndexes(from int64) (lo, hi int64, ok bool) {
+	d, err := s.cfg.Root.OpenDir(s.dir)
+	if err != nil {
+		if safefs.IsRefused(err) && !s.refused[-1] {
+			s.refused[-1] = true
+			s.log.Warn("refusing log folder", zap.Error(err))
+			s.metrics.filesRefused.Inc()
+		}
+		return 0, 0, false
+	}
+	defer d.Close()
+	s.sawDir = true
+	lo, hi = -1, -1
+	for {
+		names, err := d.Readdirnames(1024)
+		for _, name := range names {
+			task, stream, idx, ok := enrich.ParseLogFileName(name)
+			if !ok || task != s.target.Task || stream != s.target.Stream {
+				continue
+			}
+			hi = max(hi, idx)
+			if idx >= from && (lo < 0 || idx < lo) {
+				lo = idx
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	return lo, hi, lo >= 0
+}
+
+// finish ends a drained stream: one last look for newer files, then the
+// partial last line, then the wait for the output to confirm everything.
+// done=false means there was more to read after all.
+func (s *stream) finish(ctx context.Context) (done bool, err error) {
+	s.refreshHighest()
+	if s.openAhead() > 0 {
+		return false, nil
+	}
+	if l, ok := s.fr.flush(); ok {
+		for !s.haveBatch() {
+			if err := s.waitForBatch(ctx); err != nil {
+				return false, err
+			}
+		}
+		s.emit(l)
+	}
+	if s.batch != nil && s.batch.Lines > 0 {
+		s.submit()
+	}
+	for s.nInflight > 0 {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case a := <-s.acks:
+			s.handleAck(a)
+			if !a.ok {
+				return false, nil // rewound: read again
+			}
+		}
+	}
+	if s.batch != nil {
+		s.cfg.Output.Release(s.batch)
+		s.batch = nil
+	}
+	s.committed = s.readPosition()
+	s.cfg.Checkpoint.Commit(s.entry(s.committed, s.markFinished))
+	if s.markFinished {
+		s.log.Info("stream drained and retired")
+	}
+	return true, nil
+}
+
+func (s *stream) closeAll() {
+	for _, lf := range s.files {
+		lf.close()
+	}
+	s.files, s.readAt = nil, 0
+	if s.batch != nil {
+		s.cfg.Output.Release(s.batch)
+		s.batch = nil
+	}
+}
+
+func fileSize(f *os.File) int64 {
+	st, err := f.Stat()
+	if err != nil {
+		return -1
+	}
+	return st.Size()
+}
+
+// lastLineEnd is the offset just after the last newline in the file's last
+// 64 KiB (or its size when there is none), where --read-from end starts.
+func lastLineEnd(f *os.File) int64 {
+	size := fileSize(f)
+	if size <= 0 {
+		return 0
+	}
+	start := max(0, size-64<<10)
+	buf := make([]byte, size-start)
+	n, _ := f.ReadAt(buf, start)
+	for i := n - 1; i >= 0; i-- {
+		if buf[i] == '\n' {
+			return start + int64(i) + 1
+		}
+	}
+	return size
+}
