@@ -1,0 +1,184 @@
+package checkpoint
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func entry(alloc string, idx, off int64) Entry {
+	return Entry{AllocID: alloc, Task: "web", Stream: "stdout", FileIndex: idx, Offset: off, Dev: 1, Inode: 42}
+}
+
+func TestSaveAndReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "checkpoint.msgpack")
+	s, err := Open(path)
+	require.NoError(t, err)
+	s.Commit(entry("b", 2, 100))
+	s.Commit(entry("a", 0, 5))
+	s.Commit(entry("a", 1, 7)) // replaces the previous entry of a/web.stdout
+	require.NoError(t, s.Save())
+
+	got, err := Read(path)
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	assert.Equal(t, "a", got[0].AllocID)
+	assert.Equal(t, int64(1), got[0].FileIndex)
+	assert.Equal(t, int64(7), got[0].Offset)
+	assert.Equal(t, uint64(42), got[0].Inode)
+	assert.False(t, got[0].UpdatedAt.IsZero())
+
+	s2, err := Open(path)
+	require.NoError(t, err)
+	e, ok := s2.Get(Key{AllocID: "b", Task: "web", Stream: "stdout"})
+	require.True(t, ok)
+	assert.Equal(t, int64(100), e.Offset)
+}
+
+func TestMissingFileIsEmpty(t *testing.T) {
+	entries, err := Read(filepath.Join(t.TempDir(), "none"))
+	require.NoError(t, err)
+	assert.Empty(t, entries)
+}
+
+func TestSaveWritesAFileEvenWithNothingToSay(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cp")
+	s, err := Open(path)
+	require.NoError(t, err)
+	require.NoError(t, s.Save())
+	_, err = os.Stat(path)
+	require.NoError(t, err)
+}
+
+func TestCorruptCheckpointIsRefusedAndKept(t *testing.T) {
+	good := filepath.Join(t.TempDir(), "good")
+	s, err := Open(good)
+	require.NoError(t, err)
+	s.Commit(entry("a", 3, 300))
+	require.NoError(t, s.Save())
+	data, err := os.ReadFile(good)
+	require.NoError(t, err)
+
+	flipped := append([]byte(nil), data...)
+	flipped[len(flipped)-3] ^= 0x01 // inside the entries: the checksum catches it
+
+	for name, content := range map[string][]byte{
+		"empty":     {},
+		"truncated": data[:len(data)/2],
+		"garbage":   []byte("this is not msgpack at all"),
+		"nul bytes": make([]byte, 64),
+		"bit flip":  flipped,
+		"trailing":  append(append([]byte(nil), data...), 0xc0),
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "checkpoint.msgpack")
+			require.NoError(t, os.WriteFile(path, content, 0o644))
+			_, err := Open(path)
+			var corrupt *CorruptError
+			require.ErrorAs(t, err, &corrupt)
+			assert.Contains(t, err.Error(), path, "the message names the file")
+			assert.Contains(t, err.Error(), "Move it aside", "the message says how to proceed")
+			after, _ := os.ReadFile(path)
+			assert.Equal(t, content, after, "a corrupt checkpoint is never overwritten")
+		})
+	}
+}
+
+func TestOtherFormatVersionIsRefused(t *testing.T) {
+	raw, err := encode([]Entry{entry("a", 0, 0)})
+	require.NoError(t, err)
+	// Re-encode the envelope with a future version.
+	var f file
+	require.NoError(t, decodeEnvelope(raw, &f))
+	f.Version = FormatVersion + 1
+	data, err := encodeEnvelope(&f)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "cp")
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	_, err = Read(path)
+	require.ErrorContains(t, err, "format version")
+}
+
+func TestLeftoverTempFileIsIgnoredAndRemoved(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "checkpoint.msgpack")
+	s, err := Open(path)
+	require.NoError(t, err)
+	s.Commit(entry("a", 1, 10))
+	require.NoError(t, s.Save())
+	// A crash between write and rename leaves a temp file behind, maybe torn.
+	leftover := filepath.Join(dir, "checkpoint.msgpack"+tempInfix+"123")
+	require.NoError(t, os.WriteFile(leftover, []byte{0x82, 0xa7}, 0o644))
+
+	s2, err := Open(path)
+	require.NoError(t, err)
+	e, ok := s2.Get(Key{AllocID: "a", Task: "web", Stream: "stdout"})
+	require.True(t, ok)
+	assert.Equal(t, int64(10), e.Offset)
+	_, err = os.Stat(leftover)
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestDeleteAndEntries(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "cp"))
+	require.NoError(t, err)
+	s.Commit(entry("a", 0, 1))
+	s.Commit(entry("b", 0, 2))
+	s.Delete(Key{AllocID: "a", Task: "web", Stream: "stdout"}, Key{AllocID: "zzz"})
+	es := s.Entries()
+	require.Len(t, es, 1)
+	assert.Equal(t, "b", es[0].AllocID)
+}
+
+func TestLockIsExclusive(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cp")
+	unlock, err := Lock(path)
+	require.NoError(t, err)
+	_, err = Lock(path)
+	require.ErrorIs(t, err, ErrLocked)
+	require.NoError(t, unlock())
+	unlock2, err := Lock(path)
+	require.NoError(t, err)
+	require.NoError(t, unlock2())
+}
+
+func TestRunSavesChangesAndStopsWithContext(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cp")
+	s, err := Open(path)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		s.Run(ctx, time.Millisecond, func(err error) { t.Error(err) })
+		close(done)
+	}()
+	s.Commit(entry("a", 4, 40))
+	require.Eventually(t, func() bool {
+		es, err := Read(path)
+		return err == nil && len(es) == 1 && es[0].Offset == 40
+	}, 5*time.Second, time.Millisecond)
+	cancel()
+	<-done
+}
+
+func FuzzDecode(f *testing.F) {
+	raw, _ := encode([]Entry{entry("a", 1, 2)})
+	f.Add(raw)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		entries, err := decode(data)
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			if e.AllocID == "" || e.FileIndex < 0 || e.Offset < 0 {
+				t.Fatalf("decode accepted an invalid entry %+v", e)
+			}
+		}
+	})
+}
