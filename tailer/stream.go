@@ -427,7 +427,7 @@ func (s *stream) consume(data []byte, lf *logFile) {
 // emit renders one line into the batch and submits the batch when full.
 func (s *stream) emit(l line) {
 	if l.start.Index != s.renderIdx {
-		s.render.SetFile(s.cfg.Root.Join(s.dir + "/" + enrich.LogFileName(s.target.Task, s.target.Stream, l.start.Index)))
+		s.render.SetFile(s.cfg.Root.Join(s.fileRel(l.start.Index)))
 		s.renderIdx = l.start.Index
 	}
 	if l.truncated {
@@ -586,11 +586,15 @@ func (s *stream) openAhead() (opened int) {
 			opened++
 			continue
 		case safefs.IsRefused(err):
-			if !s.refused[idx] {
-				s.refused[idx] = true
-				s.log.Warn("refusing a log file that is not a regular file", zap.Error(err))
-				s.metrics.filesRefused.Inc()
+			var refused *safefs.RefusedError
+			errors.As(err, &refused)
+			if refused.Path != s.cfg.Root.Join(s.fileRel(idx)) {
+				// A folder on the way is a symlink: no file of this
+				// stream can be read until that changes.
+				s.refuseOnce(-1, err)
+				return opened
 			}
+			s.refuseOnce(idx, err)
 			s.openNext = idx + 1
 			continue
 		case errors.Is(err, fs.ErrNotExist):
@@ -612,9 +616,24 @@ func (s *stream) openAhead() (opened int) {
 	return opened
 }
 
+// refuseOnce logs and counts a refused path once; index -1 stands for the
+// stream's log folder.
+func (s *stream) refuseOnce(index int64, err error) {
+	if s.refused[index] {
+		return
+	}
+	s.refused[index] = true
+	s.log.Warn("refusing to read: symlinks and special files below the alloc dir are never followed", zap.Error(err))
+	s.metrics.filesRefused.Inc()
+}
+
+func (s *stream) fileRel(idx int64) string {
+	return s.dir + "/" + enrich.LogFileName(s.target.Task, s.target.Stream, idx)
+}
+
 func (s *stream) reportGap(from, to int64, when string) {
 	for i := from; i < to; i++ {
-		name := s.cfg.Root.Join(s.dir + "/" + enrich.LogFileName(s.target.Task, s.target.Stream, i))
+		name := s.cfg.Root.Join(s.fileRel(i))
 		msg := "log file was purged before it could be opened; its lines are lost"
 		if when != "" {
 			msg += " (" + when + ")"
@@ -625,7 +644,7 @@ func (s *stream) reportGap(from, to int64, when string) {
 }
 
 func (s *stream) openIndex(idx int64) (*logFile, error) {
-	f, err := s.cfg.Root.OpenFile(s.dir + "/" + enrich.LogFileName(s.target.Task, s.target.Stream, idx))
+	f, err := s.cfg.Root.OpenFile(s.fileRel(idx))
 	if err != nil {
 		return nil, err
 	}
@@ -668,10 +687,8 @@ func (s *stream) notifyHighest(hi int64) {
 func (s *stream) listIndexes(from int64) (lo, hi int64, ok bool) {
 	d, err := s.cfg.Root.OpenDir(s.dir)
 	if err != nil {
-		if safefs.IsRefused(err) && !s.refused[-1] {
-			s.refused[-1] = true
-			s.log.Warn("refusing log folder", zap.Error(err))
-			s.metrics.filesRefused.Inc()
+		if safefs.IsRefused(err) {
+			s.refuseOnce(-1, err)
 		}
 		return 0, 0, false
 	}

@@ -1,0 +1,256 @@
+package tailer_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/forward"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/tailer"
+)
+
+const testAlloc = "11111111-2222-3333-4444-555555555555"
+
+// received is one line as the receiver saw it.
+type received struct {
+	Message   string `json:"message"`
+	Stream    string `json:"stream"`
+	File      string `json:"file"`
+	Offset    int64  `json:"offset"`
+	Truncated bool   `json:"truncated"`
+	Nomad     struct {
+		AllocID  string `json:"alloc_id"`
+		TaskName string `json:"task_name"`
+	} `json:"nomad"`
+}
+
+// memOutput is a forward.Output that keeps what was written and can be
+// told to fail writes.
+type memOutput struct {
+	mu       sync.Mutex
+	data     bytes.Buffer
+	failNext int // fail this many writes (after writing half of them)
+	writes   int
+	changed  chan struct{}
+}
+
+func newMemOutput() *memOutput { return &memOutput{changed: make(chan struct{}, 1)} }
+
+func (o *memOutput) String() string { return "memory" }
+
+func (o *memOutput) Dial(context.Context) (io.WriteCloser, error) { return memConn{o}, nil }
+
+type memConn struct{ o *memOutput }
+
+func (c memConn) Close() error { return nil }
+
+func (c memConn) Write(p []byte) (int, error) {
+	o := c.o
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.writes++
+	if o.failNext > 0 {
+		o.failNext--
+		// A connection that breaks mid-write: the peer got a torn line.
+		half := len(p) / 2
+		o.data.Write(p[:half])
+		o.data.WriteString("\n")
+		return half, errors.New("connection reset by peer")
+	}
+	o.data.Write(p)
+	select {
+	case o.changed <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+// lines decodes every complete, valid line written so far; torn lines
+// from failed writes are skipped.
+func (o *memOutput) lines(t *testing.T) []received {
+	o.mu.Lock()
+	data := append([]byte(nil), o.data.Bytes()...)
+	o.mu.Unlock()
+	var out []received
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 64<<20)
+	for sc.Scan() {
+		var r received
+		if json.Unmarshal(sc.Bytes(), &r) == nil {
+			out = append(out, r)
+		}
+	}
+	require.NoError(t, sc.Err())
+	return out
+}
+
+func messages(rs []received) []string {
+	out := make([]string, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.Message)
+	}
+	return out
+}
+
+// harness runs a Manager over a temp alloc dir with an in-memory output.
+type harness struct {
+	t          *testing.T
+	allocDir   string
+	ckptPath   string
+	root       *safefs.Root
+	store      *checkpoint.Store
+	out        *memOutput
+	metrics    *tailer.Metrics
+	logs       *observer.ObservedLogs
+	maxLine    int
+	drainDelay time.Duration
+	readFrom   string
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{t: t, allocDir: t.TempDir(), out: newMemOutput(), maxLine: 102400}
+	h.ckptPath = filepath.Join(t.TempDir(), "checkpoint.msgpack")
+	var err error
+	h.root, err = safefs.OpenRoot(h.allocDir)
+	require.NoError(t, err)
+	t.Cleanup(func() { h.root.Close() })
+	return h
+}
+
+func (h *harness) logDir() string {
+	dir := filepath.Join(h.allocDir, testAlloc, "alloc", "logs")
+	require.NoError(h.t, os.MkdirAll(dir, 0o777))
+	return dir
+}
+
+func (h *harness) writeFile(name, content string) string {
+	p := filepath.Join(h.logDir(), name)
+	require.NoError(h.t, os.WriteFile(p, []byte(content), 0o644))
+	return p
+}
+
+func (h *harness) appendFile(name, content string) {
+	f, err := os.OpenFile(filepath.Join(h.logDir(), name), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	require.NoError(h.t, err)
+	_, err = f.WriteString(content)
+	require.NoError(h.t, err)
+	require.NoError(h.t, f.Close())
+}
+
+func target(task, stream string) enrich.Desired {
+	return enrich.Desired{
+		Target: enrich.Target{AllocID: testAlloc, Task: task, Stream: stream},
+		Meta:   enrich.Meta{AllocID: testAlloc, TaskName: task},
+	}
+}
+
+// pipeline is one running forwarder: writer, watcher and manager, all
+// stopped by stop().
+type pipeline struct {
+	h       *harness
+	ctx     context.Context
+	cancel  context.CancelFunc
+	writer  *forward.Writer
+	mgr     *tailer.Manager
+	updates chan []enrich.Desired
+	wg      sync.WaitGroup
+	mgrDone chan struct{}
+}
+
+func (h *harness) start() *pipeline {
+	h.t.Helper()
+	store, err := checkpoint.Open(h.ckptPath)
+	require.NoError(h.t, err)
+	h.store = store
+	core, logs := observer.New(zap.DebugLevel)
+	h.logs = logs
+	log := zap.New(core)
+	h.metrics = tailer.NewMetrics(nil)
+	ctx, cancel := context.WithCancel(h.t.Context())
+	p := &pipeline{h: h, ctx: ctx, cancel: cancel, updates: make(chan []enrich.Desired), mgrDone: make(chan struct{})}
+	p.writer = forward.New(forward.Config{Output: h.out, Log: log, BatchBytes: 4 << 10, Buffers: 8, MaxBackoff: 20 * time.Millisecond})
+	watcher, err := tailer.NewWatcher(log)
+	require.NoError(h.t, err)
+	p.wg.Go(func() { p.writer.Run(context.Background()) })
+	p.wg.Go(func() { watcher.Run(ctx) })
+	p.mgr = tailer.NewManager(tailer.Config{
+		Root: h.root, Output: p.writer, Checkpoint: store, Watcher: watcher, MaxLineBytes: h.maxLine, ReadFrom: h.readFrom,
+		DrainDelay: h.drainDelay, Log: log, Metrics: h.metrics, PollInterval: time.Second,
+	})
+	return p
+}
+
+// runOnce runs the manager in --once mode over targets, then shuts down.
+func (h *harness) runOnce(targets ...enrich.Desired) {
+	h.t.Helper()
+	p := h.start()
+	done := make(chan error, 1)
+	go func() {
+		done <- p.mgr.RunOnce(p.ctx, targets)
+		close(p.mgrDone)
+	}()
+	select {
+	case err := <-done:
+		require.NoError(h.t, err)
+	case <-time.After(20 * time.Second):
+		h.t.Fatal("RunOnce did not finish")
+	}
+	p.stop()
+}
+
+// daemon runs the manager in daemon mode with the given targets.
+func (h *harness) daemon(targets ...enrich.Desired) *pipeline {
+	p := h.start()
+	go func() {
+		p.mgr.Run(p.ctx, p.updates)
+		close(p.mgrDone)
+	}()
+	p.updates <- targets
+	return p
+}
+
+// stop shuts down as the daemon does: streams first, then the writer
+// writes what is queued, then the checkpoint is saved.
+func (p *pipeline) stop() {
+	p.cancel()
+	<-p.mgrDone
+	p.writer.Close()
+	p.wg.Wait()
+	require.NoError(p.h.t, p.h.store.Save())
+}
+
+// waitLines waits until the output holds at least n lines.
+func (h *harness) waitLines(n int) []received {
+	h.t.Helper()
+	var got []received
+	require.Eventually(h.t, func() bool {
+		got = h.out.lines(h.t)
+		return len(got) >= n
+	}, 20*time.Second, 2*time.Millisecond, "waiting for %d lines", n)
+	return got
+}
+
+func numbered(prefix string, from, to int) []string {
+	out := make([]string, 0, to-from)
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf("%s %06d", prefix, i))
+	}
+	return out
+}

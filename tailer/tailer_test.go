@@ -1,0 +1,354 @@
+package tailer_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/logmon"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/tailer"
+)
+
+func TestFollowsLogmonRotationAndPurgeExactlyOnce(t *testing.T) {
+	h := newHarness(t)
+	rot, err := logmon.New(h.logDir(), "web", "stdout", logmon.Options{MaxFiles: 2, FileSize: 4 << 10})
+	require.NoError(t, err)
+	defer rot.Close()
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+
+	want := numbered("line", 0, 3000)
+	for i, l := range want {
+		_, err := rot.Write([]byte(l + "\n"))
+		require.NoError(t, err)
+		if i%200 == 199 {
+			// Keep the writer within reach: logmon purges a file one
+			// rotation after it closes, and the point here is that a
+			// tailer that keeps up loses nothing and repeats nothing.
+			h.waitLines(i + 1 - 50)
+		}
+	}
+	got := h.waitLines(len(want))
+	assert.Equal(t, want, messages(got))
+	require.NotEmpty(t, rot.Purged(), "the test must exercise purging")
+	assert.Equal(t, 0.0, testutil.ToFloat64(h.metrics.FilesSkipped))
+	for _, r := range got {
+		assert.Equal(t, "web", r.Nomad.TaskName)
+		assert.Equal(t, "stdout", r.Stream)
+	}
+}
+
+func TestOffsetsPointAtEachLine(t *testing.T) {
+	h := newHarness(t)
+	p0 := h.writeFile("web.stdout.0", "first\nsecond\r\n")
+	p1 := h.writeFile("web.stdout.1", "third\n")
+	h.runOnce(target("web", "stdout"))
+	got := h.out.lines(t)
+	require.Len(t, got, 3)
+	assert.Equal(t, []string{"first", "second", "third"}, messages(got))
+	assert.Equal(t, []int64{0, 6, 0}, []int64{got[0].Offset, got[1].Offset, got[2].Offset})
+	assert.Equal(t, []string{p0, p0, p1}, []string{got[0].File, got[1].File, got[2].File})
+}
+
+func TestLineSplitAcrossFilesIsOneLine(t *testing.T) {
+	h := newHarness(t)
+	p0 := h.writeFile("web.stdout.0", "a\nbegin-")
+	h.writeFile("web.stdout.1", "end\nc\n")
+	h.runOnce(target("web", "stdout"))
+	got := h.out.lines(t)
+	assert.Equal(t, []string{"a", "begin-end", "c"}, messages(got))
+	assert.Equal(t, p0, got[1].File, "the split line is reported where it starts")
+	assert.Equal(t, int64(2), got[1].Offset)
+}
+
+func TestIndexesAreOrderedNumerically(t *testing.T) {
+	h := newHarness(t)
+	var want []string
+	for i := range 12 {
+		h.writeFile(fmt.Sprintf("web.stdout.%d", i), fmt.Sprintf("file %d\n", i))
+		want = append(want, fmt.Sprintf("file %d", i))
+	}
+	h.runOnce(target("web", "stdout"))
+	assert.Equal(t, want, messages(h.out.lines(t)))
+}
+
+func TestTaskNamesMatchExactly(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "web\n")
+	h.writeFile("web-proxy.stdout.0", "proxy\n")
+	h.writeFile("api.v2.stdout.0", "dotted\n")
+	h.writeFile(".web.stdout.fifo", "never read\n")
+	h.runOnce(target("web", "stdout"), target("api.v2", "stdout"))
+	got := h.out.lines(t)
+	byTask := map[string][]string{}
+	for _, r := range got {
+		byTask[r.Nomad.TaskName] = append(byTask[r.Nomad.TaskName], r.Message)
+	}
+	assert.Equal(t, map[string][]string{"web": {"web"}, "api.v2": {"dotted"}}, byTask)
+}
+
+func TestPartialLineIsHeldUntilItsNewline(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "one\npart")
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	h.waitLines(1)
+	h.appendFile("web.stdout.0", "ial\ntwo\n")
+	got := h.waitLines(3)
+	assert.Equal(t, []string{"one", "partial", "two"}, messages(got))
+}
+
+func TestPartialLastLineIsEmittedByOnce(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("crash.stdout.0", "starting\npartial line without newline")
+	h.runOnce(target("crash", "stdout"))
+	assert.Equal(t, []string{"starting", "partial line without newline"}, messages(h.out.lines(t)))
+
+	// The checkpoint is past the partial line: a second run sends nothing.
+	h.out = newMemOutput()
+	h.runOnce(target("crash", "stdout"))
+	assert.Empty(t, h.out.lines(t))
+}
+
+func TestLongLineIsTruncatedAndFlagged(t *testing.T) {
+	h := newHarness(t)
+	h.maxLine = 1000
+	long := strings.Repeat("x", 10<<20)
+	h.writeFile("web.stdout.0", "before\n"+long+"\nafter\n")
+	h.runOnce(target("web", "stdout"))
+	got := h.out.lines(t)
+	require.Len(t, got, 3)
+	assert.Equal(t, "before", got[0].Message)
+	assert.Equal(t, strings.Repeat("x", 1000), got[1].Message)
+	assert.True(t, got[1].Truncated)
+	assert.Equal(t, int64(7), got[1].Offset)
+	assert.Equal(t, "after", got[2].Message)
+	assert.False(t, got[2].Truncated)
+	assert.Equal(t, 1.0, testutil.ToFloat64(h.metrics.LinesTruncated))
+	assert.Equal(t, 1, h.logs.FilterMessageSnippet("longer than --max-line-bytes").Len())
+}
+
+func TestResumesExactlyFromCheckpoint(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", strings.Join(numbered("a", 0, 100), "\n")+"\n")
+	h.runOnce(target("web", "stdout"))
+	require.Len(t, h.out.lines(t), 100)
+
+	h.appendFile("web.stdout.0", strings.Join(numbered("a", 100, 150), "\n")+"\n")
+	h.writeFile("web.stdout.1", strings.Join(numbered("a", 150, 160), "\n")+"\n")
+	h.out = newMemOutput()
+	h.runOnce(target("web", "stdout"))
+	assert.Equal(t, numbered("a", 100, 160), messages(h.out.lines(t)))
+}
+
+func TestReplacedFileIsNotTrusted(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "old 1\nold 2\n")
+	h.runOnce(target("web", "stdout"))
+	// Same name, another file (another inode, since both exist at once
+	// before the rename): the saved offset means nothing.
+	h.writeFile("replacement", "new 1\nnew 2\nnew 3\n")
+	require.NoError(t, os.Rename(filepath.Join(h.logDir(), "replacement"), filepath.Join(h.logDir(), "web.stdout.0")))
+	h.out = newMemOutput()
+	h.runOnce(target("web", "stdout"))
+	assert.Equal(t, []string{"new 1", "new 2", "new 3"}, messages(h.out.lines(t)))
+	assert.Equal(t, 1, h.logs.FilterMessageSnippet("inode changed").Len())
+}
+
+func TestTruncatedFileRestartsAtZero(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "a long first line\nanother line\n")
+	h.runOnce(target("web", "stdout"))
+	require.NoError(t, os.Truncate(filepath.Join(h.logDir(), "web.stdout.0"), 0))
+	h.appendFile("web.stdout.0", "after\n")
+	h.out = newMemOutput()
+	h.runOnce(target("web", "stdout"))
+	assert.Equal(t, []string{"after"}, messages(h.out.lines(t)))
+	assert.Equal(t, 1, h.logs.FilterMessageSnippet("truncated").Len())
+	assert.Equal(t, 1.0, testutil.ToFloat64(h.metrics.FilesTruncated))
+}
+
+func TestTruncationWhileFollowing(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "one\ntwo\n")
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	h.waitLines(2)
+	require.NoError(t, os.Truncate(filepath.Join(h.logDir(), "web.stdout.0"), 0))
+	h.appendFile("web.stdout.0", "3\n") // shorter than what was read
+	got := h.waitLines(3)
+	assert.Equal(t, []string{"one", "two", "3"}, messages(got))
+}
+
+func TestFileDeletedAfterOpenIsReadToItsEnd(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "first\n")
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	h.waitLines(1) // the file is open now
+	more := numbered("more", 0, 2000)
+	h.appendFile("web.stdout.0", strings.Join(more, "\n")+"\n")
+	require.NoError(t, os.Remove(filepath.Join(h.logDir(), "web.stdout.0")))
+	got := h.waitLines(2001)
+	assert.Equal(t, append([]string{"first"}, more...), messages(got))
+}
+
+func TestFilePurgedBeforeOpenIsCountedAndSkipped(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "zero\n")
+	h.writeFile("web.stdout.2", "two\n") // 1 was purged before we got to it
+	h.runOnce(target("web", "stdout"))
+	assert.Equal(t, []string{"zero", "two"}, messages(h.out.lines(t)))
+	assert.Equal(t, 1.0, testutil.ToFloat64(h.metrics.FilesSkipped))
+	assert.Equal(t, 1, h.logs.FilterMessageSnippet("purged before it could be opened").Len())
+}
+
+func TestCheckpointedFilePurgedWhileDown(t *testing.T) {
+	h := newHarness(t)
+	store, err := checkpoint.Open(h.ckptPath)
+	require.NoError(t, err)
+	store.Commit(checkpoint.Entry{AllocID: testAlloc, Task: "web", Stream: "stdout", FileIndex: 3, Offset: 10})
+	require.NoError(t, store.Save())
+	h.writeFile("web.stdout.5", "five\n")
+	h.runOnce(target("web", "stdout"))
+	assert.Equal(t, []string{"five"}, messages(h.out.lines(t)))
+	assert.Equal(t, 2.0, testutil.ToFloat64(h.metrics.FilesSkipped), "indexes 3 and 4")
+}
+
+func TestOutputFailuresResendFromLastCommit(t *testing.T) {
+	h := newHarness(t)
+	want := numbered("line", 0, 3000)
+	h.writeFile("web.stdout.0", strings.Join(want, "\n")+"\n")
+	h.out.failNext = 3
+	h.runOnce(target("web", "stdout"))
+	got := messages(h.out.lines(t))
+	assertAtLeastOnceInOrder(t, want, got)
+	assert.Greater(t, len(got), len(want), "a failed write is resent")
+}
+
+func TestReadFromEndStartsAfterTheLastFullLine(t *testing.T) {
+	h := newHarness(t)
+	h.readFrom = tailer.ReadFromEnd
+	h.writeFile("web.stdout.0", "old\n")
+	h.writeFile("web.stdout.1", "older news\npartial")
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	require.Eventually(t, func() bool {
+		_, ok := h.store.Get(checkpoint.Key{AllocID: testAlloc, Task: "web", Stream: "stdout"})
+		return ok
+	}, 10*time.Second, time.Millisecond)
+	h.appendFile("web.stdout.1", "ly done\nnew\n")
+	got := h.waitLines(2)
+	assert.Equal(t, []string{"partially done", "new"}, messages(got))
+}
+
+// assertAtLeastOnceInOrder checks that every wanted line arrived, and that
+// lines arrive in order except for resent runs that go back in the stream.
+func assertAtLeastOnceInOrder(t *testing.T, want, got []string) {
+	t.Helper()
+	pos := make(map[string]int, len(want))
+	for i, w := range want {
+		pos[w] = i
+	}
+	seen := make([]bool, len(want))
+	prev := -1
+	for _, g := range got {
+		i, ok := pos[g]
+		require.True(t, ok, "unexpected line %q", g)
+		if i > prev+1 {
+			require.Failf(t, "line skipped ahead", "after %q came %q", want[max(prev, 0)], g)
+		}
+		seen[i] = true
+		prev = i
+	}
+	for i, s := range seen {
+		require.True(t, s, "line %q never arrived", want[i])
+	}
+}
+
+func TestSymlinkedAndSpecialFilesAreRefused(t *testing.T) {
+	outside := t.TempDir()
+	canary := filepath.Join(outside, "shadow")
+	require.NoError(t, os.WriteFile(canary, []byte("CANARY root:$6$secret\n"), 0o600))
+
+	cases := map[string]func(h *harness){
+		"symlink at index 0": func(h *harness) {
+			require.NoError(t, os.Symlink(canary, filepath.Join(h.logDir(), "web.stdout.0")))
+			h.writeFile("web.stdout.1", "real\n")
+		},
+		"symlink at a later index": func(h *harness) {
+			h.writeFile("web.stdout.0", "real\n")
+			require.NoError(t, os.Symlink(canary, filepath.Join(h.logDir(), "web.stdout.1")))
+		},
+		"fifo named as a log file": func(h *harness) {
+			h.writeFile("web.stdout.0", "real\n")
+			require.NoError(t, syscall.Mkfifo(filepath.Join(h.logDir(), "web.stdout.1"), 0o666))
+		},
+		"directory named as a log file": func(h *harness) {
+			h.writeFile("web.stdout.0", "real\n")
+			require.NoError(t, os.Mkdir(filepath.Join(h.logDir(), "web.stdout.1"), 0o755))
+		},
+	}
+	for name, setup := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			setup(h)
+			h.runOnce(target("web", "stdout"))
+			got := h.out.lines(t)
+			assert.Equal(t, []string{"real"}, messages(got))
+			assert.Equal(t, 1.0, testutil.ToFloat64(h.metrics.FilesRefused))
+			assert.Equal(t, 1, h.logs.FilterMessageSnippet("refusing").Len())
+		})
+	}
+}
+
+func TestSymlinkedFoldersAreRefused(t *testing.T) {
+	outside := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(outside, "alloc", "logs"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "alloc", "logs", "web.stdout.0"), []byte("CANARY\n"), 0o600))
+
+	t.Run("logs folder", func(t *testing.T) {
+		h := newHarness(t)
+		allocAlloc := filepath.Join(h.allocDir, testAlloc, "alloc")
+		require.NoError(t, os.MkdirAll(allocAlloc, 0o777))
+		require.NoError(t, os.Symlink(filepath.Join(outside, "alloc", "logs"), filepath.Join(allocAlloc, "logs")))
+		h.runOnce(target("web", "stdout"))
+		assert.Empty(t, h.out.lines(t))
+		assert.GreaterOrEqual(t, testutil.ToFloat64(h.metrics.FilesRefused), 1.0)
+	})
+	t.Run("alloc id folder", func(t *testing.T) {
+		h := newHarness(t)
+		require.NoError(t, os.Symlink(outside, filepath.Join(h.allocDir, testAlloc)))
+		h.runOnce(target("web", "stdout"))
+		assert.Empty(t, h.out.lines(t))
+		assert.GreaterOrEqual(t, testutil.ToFloat64(h.metrics.FilesRefused), 1.0)
+	})
+}
+
+func TestDrainRetiresAStoppedAllocation(t *testing.T) {
+	h := newHarness(t)
+	h.drainDelay = 50 * time.Millisecond
+	h.writeFile("web.stdout.0", "one\nlast without newline")
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	h.waitLines(1)
+	stopped := target("web", "stdout")
+	stopped.Terminal = true
+	p.updates <- []enrich.Desired{stopped}
+	got := h.waitLines(2)
+	assert.Equal(t, []string{"one", "last without newline"}, messages(got))
+	require.Eventually(t, func() bool {
+		e, ok := h.store.Get(checkpoint.Key{AllocID: testAlloc, Task: "web", Stream: "stdout"})
+		return ok && e.Finished
+	}, 10*time.Second, 5*time.Millisecond)
+}
