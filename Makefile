@@ -1,0 +1,40 @@
+GO      ?= go
+BIN     := bin/nomad-log-forwarder
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+DEMO    := build/demo
+
+.PHONY: build test demo bench chaos fuzz clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/nomad-log-forwarder
+
+# The whole suite, race detector on; the end-to-end tests build the binary
+# themselves.
+test:
+	$(GO) vet ./...
+	$(GO) test -race ./...
+
+# Ships the captured Nomad 2.0.5 sample logs (testdata/) to stdout, with
+# the metadata from the saved allocations response, then shows the
+# checkpoint it left.
+demo: build
+	@rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(BIN) run --offline --once \
+		--alloc-dir testdata/nomad-2.0.5/alloc-logs \
+		--allocs-file testdata/nomad-2.0.5/api/node-allocations.json \
+		--checkpoint $(DEMO)/checkpoint.msgpack \
+		--log-format console
+	@echo
+	$(BIN) offsets list --checkpoint $(DEMO)/checkpoint.msgpack --alloc-dir testdata/nomad-2.0.5/alloc-logs
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+fuzz:
+	$(GO) test ./tailer -run '^$$' -fuzz FuzzFramer -fuzztime 30s
+	$(GO) test ./enrich -run '^$$' -fuzz FuzzRenderIsValidJSON -fuzztime 30s
+	$(GO) test ./checkpoint -run '^$$' -fuzz FuzzDecode -fuzztime 30s
+
+clean:
+	rm -rf bin build

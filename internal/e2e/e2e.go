@@ -1,0 +1,194 @@
+// Package e2e runs the built nomad-log-forwarder binary the way a user
+// does, for the end-to-end tests, the fault suite and the benchmarks.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds the forwarder once per test process and returns its path.
+// NLF_BINARY, when set, names a binary to use instead.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("NLF_BINARY"); p != "" {
+		return p
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nlf-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "nomad-log-forwarder")
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/nomad-log-forwarder")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Process is one run of the binary.
+type Process struct {
+	cmd    *exec.Cmd
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error
+}
+
+// Start runs the binary with args.
+func Start(t testing.TB, args ...string) *Process {
+	t.Helper()
+	p := &Process{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(Binary(t), args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("stderr of %v:\n%s", args, tail(p.stderr.String(), 4000))
+		}
+	})
+	return p
+}
+
+// Run runs the binary to completion and returns its exit code, stdout and
+// stderr; it fails the test if the run takes longer than timeout.
+func Run(t testing.TB, timeout time.Duration, args ...string) (int, string, string) {
+	t.Helper()
+	p := Start(t, args...)
+	code, err := p.Wait(timeout)
+	if err != nil {
+		t.Fatalf("%v: %v\nstderr:\n%s", args, err, tail(p.Stderr(), 4000))
+	}
+	return code, p.Stdout(), p.Stderr()
+}
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig.
+func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *Process) Kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Wait waits up to timeout for the exit and returns the exit code.
+func (p *Process) Wait(timeout time.Duration) (int, error) {
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		return -1, fmt.Errorf("still running after %s", timeout)
+	}
+	if p.err == nil {
+		return 0, nil
+	}
+	if ee, ok := p.err.(*exec.ExitError); ok {
+		return ee.ExitCode(), nil
+	}
+	return -1, p.err
+}
+
+// Stdout and Stderr return what the process printed so far.
+func (p *Process) Stdout() string { return p.stdout.String() }
+func (p *Process) Stderr() string { return p.stderr.String() }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// Eventually polls cond until it holds or timeout passes.
+func Eventually(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return cond()
+}
+
+// CopyDir copies a folder tree (regular files and folders only).
+func CopyDir(t testing.TB, src, dst string) {
+	t.Helper()
+	err := filepath.Walk(src, func(path string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		target := filepath.Join(dst, rel)
+		if info.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,185 @@
+// Package recv is a newline-delimited JSON receiver for tests, the fault
+// suite and benchmarks: it listens on TCP or a unix socket, like Vector's
+// socket source, and records every complete line it receives. It can be
+// stopped and restarted on the same address, and can reset its connections.
+package recv
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Receiver records lines. Its methods are safe for concurrent use.
+type Receiver struct {
+	network, address string
+
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[net.Conn]bool
+	lines   [][]byte
+	partial int // connections that ended in the middle of a line
+	wg      sync.WaitGroup
+	// Delay, when set, is slept after each read: a slow receiver.
+	delay time.Duration
+}
+
+// Listen starts a receiver on "tcp" 127.0.0.1:0 (addr "") or on the given
+// address; addr "unix:/path" listens on a unix socket.
+func Listen(addr string) (*Receiver, error) {
+	r := &Receiver{network: "tcp", address: addr, conns: make(map[net.Conn]bool)}
+	if addr == "" {
+		r.address = "127.0.0.1:0"
+	}
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		r.network, r.address = "unix", path
+	}
+	if err := r.Start(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Start (re)opens the listener on the same address.
+func (r *Receiver) Start() error {
+	if r.network == "unix" {
+		os.Remove(r.address)
+	}
+	ln, err := net.Listen(r.network, r.address)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.ln = ln
+	r.address = ln.Addr().String()
+	r.mu.Unlock()
+	r.wg.Go(func() { r.accept(ln) })
+	return nil
+}
+
+// URL is the address in the forwarder's --output form.
+func (r *Receiver) URL() string {
+	if r.network == "unix" {
+		return "unix://" + r.address
+	}
+	return "tcp://" + r.address
+}
+
+// SetDelay makes every read wait d: a slow receiver.
+func (r *Receiver) SetDelay(d time.Duration) {
+	r.mu.Lock()
+	r.delay = d
+	r.mu.Unlock()
+}
+
+func (r *Receiver) accept(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		r.mu.Lock()
+		r.conns[c] = true
+		r.mu.Unlock()
+		r.wg.Go(func() { r.serve(c) })
+	}
+}
+
+func (r *Receiver) serve(c net.Conn) {
+	defer func() {
+		r.mu.Lock()
+		delete(r.conns, c)
+		r.mu.Unlock()
+		c.Close()
+	}()
+	br := bufio.NewReaderSize(c, 1<<20)
+	var pending []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			pending = append(pending, chunk...)
+			continue
+		}
+		if err != nil {
+			if len(pending)+len(chunk) > 0 {
+				r.mu.Lock()
+				r.partial++
+				r.mu.Unlock()
+			}
+			return
+		}
+		line := append(pending, chunk[:len(chunk)-1]...)
+		pending = nil
+		r.mu.Lock()
+		r.lines = append(r.lines, bytes.Clone(line))
+		delay := r.delay
+		r.mu.Unlock()
+		if delay > 0 {
+			time.Sleep(delay)
+		}
+	}
+}
+
+// Lines returns a copy of every line received so far, newline stripped.
+func (r *Receiver) Lines() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.lines...)
+}
+
+// Count is how many lines were received.
+func (r *Receiver) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.lines)
+}
+
+// Partial is how many connections ended in the middle of a line.
+func (r *Receiver) Partial() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.partial
+}
+
+// Stop closes the listener and every connection gracefully (FIN).
+func (r *Receiver) Stop() { r.stop(false) }
+
+// Reset closes the listener and resets every connection (RST): data the
+// kernel had accepted but the receiver had not read is lost.
+func (r *Receiver) Reset() { r.stop(true) }
+
+// ResetConns resets the open connections but keeps listening.
+func (r *Receiver) ResetConns() {
+	r.mu.Lock()
+	for c := range r.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		c.Close()
+	}
+	r.mu.Unlock()
+}
+
+func (r *Receiver) stop(reset bool) {
+	r.mu.Lock()
+	if r.ln != nil {
+		r.ln.Close()
+		r.ln = nil
+	}
+	r.mu.Unlock()
+	if reset {
+		r.ResetConns()
+	} else {
+		r.mu.Lock()
+		for c := range r.conns {
+			c.Close()
+		}
+		r.mu.Unlock()
+	}
+	r.wg.Wait()
+}
