@@ -176,7 +176,7 @@ type pipeline struct {
 
 func (h *harness) start() *pipeline {
 	h.t.Helper()
-	store, err := checkpoint.Open(h.ckptPath)
+	store, err := checkpoint.Open(h.ckptPath, nil)
 	require.NoError(h.t, err)
 	h.store = store
 	core, logs := observer.New(zap.DebugLevel)

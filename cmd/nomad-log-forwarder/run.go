@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/forward"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/telemetry"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/tailer"
 )
 
@@ -46,6 +49,7 @@ type runFlags struct {
 	metaKeys           []string
 	logLevel           string
 	logFormat          string
+	metricsAddr        string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
@@ -67,6 +71,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's ID (default: asked from /v1/agent/self)")
 	fs.StringArrayVar(&f.namespaces, "namespace", nil, "tail only this namespace (repeatable; default all)")
 	fs.StringArrayVar(&f.metaKeys, "meta", nil, "copy this task/group/job meta key into nomad.meta.KEY (repeatable)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9465", "serve Prometheus /metrics and /healthz here (empty: off)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
 	if err := fs.Parse(args); err != nil {
@@ -128,7 +133,9 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 		return err
 	}
 	defer unlock()
-	store, err := checkpoint.Open(f.checkpointPath)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	store, err := checkpoint.Open(f.checkpointPath, checkpoint.NewMetrics(reg))
 	if err != nil {
 		return err
 	}
@@ -162,7 +169,8 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 		}
 	}
 
-	writer := forward.New(forward.Config{Output: out, Log: log})
+	reg.MustRegister(tailer.NewLagCollector(root, store))
+	writer := forward.New(forward.Config{Output: out, Log: log, Metrics: forward.NewMetrics(reg)})
 	watcher, err := tailer.NewWatcher(log)
 	if err != nil {
 		log.Warn("inotify is unavailable; every stream polls", zap.Error(err))
@@ -171,6 +179,7 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	manager := tailer.NewManager(tailer.Config{
 		Root: root, Output: writer, Checkpoint: store, Watcher: watcher,
 		ReadFrom: f.readFrom, MaxLineBytes: f.maxLineBytes, DrainDelay: f.drainDelay, Log: log,
+		Metrics: tailer.NewMetrics(reg),
 	})
 
 	// The writer outlives the streams: it gets its own context, cancelled
@@ -194,6 +203,14 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	})
 	if watcher != nil {
 		wg.Go(func() { watcher.Run(bgCtx) })
+	}
+	if f.metricsAddr != "" {
+		checks := []telemetry.Check{{Name: "checkpoint", Check: store.Healthy}}
+		wg.Go(func() {
+			if err := telemetry.Serve(bgCtx, f.metricsAddr, telemetry.Handler(reg, checks)); err != nil {
+				log.Warn("metrics and health endpoint unavailable; forwarding goes on", zap.Error(err))
+			}
+		})
 	}
 
 	if f.once {

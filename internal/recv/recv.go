@@ -23,6 +23,7 @@ type Receiver struct {
 	ln      net.Listener
 	conns   map[net.Conn]bool
 	lines   [][]byte
+	arrived []time.Time
 	partial int // connections that ended in the middle of a line
 	wg      sync.WaitGroup
 	// Delay, when set, is slept after each read: a slow receiver.
@@ -117,6 +118,7 @@ func (r *Receiver) serve(c net.Conn) {
 		pending = nil
 		r.mu.Lock()
 		r.lines = append(r.lines, bytes.Clone(line))
+		r.arrived = append(r.arrived, time.Now())
 		delay := r.delay
 		r.mu.Unlock()
 		if delay > 0 {
@@ -130,6 +132,13 @@ func (r *Receiver) Lines() [][]byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([][]byte(nil), r.lines...)
+}
+
+// Arrivals returns when each line of Lines arrived.
+func (r *Receiver) Arrivals() []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]time.Time(nil), r.arrived...)
 }
 
 // Count is how many lines were received.
