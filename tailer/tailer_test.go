@@ -440,3 +440,25 @@ func openFDs(t *testing.T) int {
 	require.NoError(t, err)
 	return len(entries)
 }
+
+// Idle streams must not sit on the output's batch buffers: with more
+// streams than buffers (the harness has 8), a stream that wakes up and
+// finds nothing new gives its buffer back.
+func TestIdleStreamsHoldNoBatchBuffers(t *testing.T) {
+	h := newHarness(t)
+	h.poll = time.Millisecond // idle streams wake up all the time
+	var targets []enrich.Desired
+	for i := range 30 {
+		task := fmt.Sprintf("t%02d", i)
+		h.writeFile(task+".stdout.0", task+" first\n")
+		targets = append(targets, target(task, "stdout"))
+	}
+	p := h.daemon(targets...)
+	defer p.stop()
+	h.waitLines(30)
+	for i := range 30 {
+		h.appendFile(fmt.Sprintf("t%02d.stdout.0", i), fmt.Sprintf("t%02d second\n", i))
+	}
+	got := h.waitLines(60)
+	assert.Len(t, got, 60)
+}
