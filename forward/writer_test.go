@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/recv"
 )
 
 // source records what the writer said about its batches.
@@ -282,3 +285,28 @@ type discardOutput struct{}
 func (discardOutput) String() string { return "discard" }
 
 func (discardOutput) Dial(context.Context) (io.WriteCloser, error) { return nopCloser{io.Discard}, nil }
+
+func TestPeerThatClosesGracefullyLosesNothing(t *testing.T) {
+	r, err := recv.Listen("")
+	require.NoError(t, err)
+	o, err := ParseOutput(r.URL(), io.Discard)
+	require.NoError(t, err)
+	w := New(Config{Output: o, MaxBackoff: 5 * time.Millisecond, Linger: -1})
+	stop := runWriter(t, w)
+	src := &source{}
+	submit(t, w, src, 0, "before\n")
+	require.Eventually(t, func() bool { return r.Count() == 1 }, 5*time.Second, time.Millisecond)
+	r.Stop() // the receiver goes away gracefully...
+	require.NoError(t, r.Start())
+	for i := range 50 {
+		submit(t, w, src, uint64(i+1), fmt.Sprintf("after %d\n", i))
+	}
+	require.NoError(t, stop())
+	_, failed := src.verdicts()
+	require.Eventually(t, func() bool { return r.Count() >= 51-len(failed) }, 5*time.Second, time.Millisecond)
+	// Every batch is either received or failed (to be resent by its
+	// stream): none is reported written and lost.
+	written, _ := src.verdicts()
+	assert.Equal(t, len(written), r.Count())
+	r.Stop()
+}

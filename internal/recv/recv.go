@@ -155,7 +155,8 @@ func (r *Receiver) Partial() int {
 	return r.partial
 }
 
-// Stop closes the listener and every connection gracefully (FIN).
+// Stop closes the listener and every connection gracefully: FIN first,
+// then whatever the sender still sends is read until it closes too.
 func (r *Receiver) Stop() { r.stop(false) }
 
 // Reset closes the listener and resets every connection (RST): data the
@@ -184,9 +185,15 @@ func (r *Receiver) stop(reset bool) {
 	if reset {
 		r.ResetConns()
 	} else {
+		// A graceful close: say we are done (FIN) but read on until the
+		// sender closes its side, so nothing it sent is thrown away.
 		r.mu.Lock()
 		for c := range r.conns {
-			c.Close()
+			if hc, ok := c.(interface{ CloseWrite() error }); ok {
+				hc.CloseWrite()
+			} else {
+				c.Close()
+			}
 		}
 		r.mu.Unlock()
 	}
