@@ -138,7 +138,11 @@ func (w *Watcher) Run(ctx context.Context, out chan<- []Desired) {
 		}
 		allocs, got, err := w.list(ctx, q)
 		if err != nil {
-			continue // logged, counted, backed off
+			// Logged, counted, backed off. After an outage (often a
+			// leader election) the index held may mean nothing: list
+			// without blocking first.
+			index = 0
+			continue
 		}
 		if !blocking {
 			nextReconcile = now.Add(w.cfg.ReconcileInterval)
