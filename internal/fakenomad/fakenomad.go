@@ -31,6 +31,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -222,6 +224,8 @@ func New(o Options, allocs ...*api.Allocation) (*Server, error) {
 	}
 
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	// Clients that refuse our certificate or hang up are what tests do.
+	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	if o.UnixSocket != "" {
 		ln, err := net.Listen("unix", o.UnixSocket)
 		if err != nil {
