@@ -76,9 +76,11 @@ func (c *WatcherConfig) setDefaults() {
 	}
 }
 
-// minBlockingWait is the shortest wait worth a blocking query. The api
-// package sends waits in whole milliseconds, and Nomad reads "0ms" as its
-// default of 300s: a reconcile due sooner is done at once instead.
+// minBlockingWait is the shortest wait of a blocking query. The api
+// package sends waits in whole milliseconds and Nomad reads "0ms" as its
+// default of 300s; and a reconcile due in a moment must not turn the
+// blocking query into a stream of plain lists. So the reconcile may come
+// up to this much late (a --reconcile-interval under 1s acts as about 1s).
 const minBlockingWait = time.Second
 
 // Watcher follows the allocations of this node through the Nomad HTTP API
@@ -131,10 +133,10 @@ func (w *Watcher) Run(ctx context.Context, out chan<- []Desired) {
 		}
 		now := time.Now()
 		q := &api.QueryOptions{}
-		blocking := index > 0 && nextReconcile.Sub(now) >= minBlockingWait
+		blocking := index > 0 && now.Before(nextReconcile)
 		if blocking {
 			q.WaitIndex = index
-			q.WaitTime = min(w.cfg.MaxWait, nextReconcile.Sub(now))
+			q.WaitTime = min(w.cfg.MaxWait, max(nextReconcile.Sub(now), minBlockingWait))
 		}
 		allocs, got, err := w.list(ctx, q)
 		if err != nil {

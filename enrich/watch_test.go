@@ -409,3 +409,19 @@ func TestTheTokenIsNeverLogged(t *testing.T) {
 }
 
 func toString(v any) string { return fmt.Sprint(v) }
+
+func TestAShortReconcileIntervalDoesNotSpin(t *testing.T) {
+	h := newHarness(t, fakenomad.Options{}, func(c *enrich.WatcherConfig) { c.ReconcileInterval = 300 * time.Millisecond })
+	h.run()
+	require.Eventually(t, func() bool { h.drain(); return countPlain(h.api.Queries()) >= 3 }, 10*time.Second, time.Millisecond)
+	q := h.api.Queries()
+	// Each reconcile is followed by one blocking query of at least 1s.
+	assert.LessOrEqual(t, len(q), 2*countPlain(q)+1, "queries: %+v", q)
+	for _, x := range q {
+		if x.Index > 0 {
+			d, err := time.ParseDuration(x.Wait)
+			require.NoError(t, err)
+			assert.GreaterOrEqual(t, d, time.Second)
+		}
+	}
+}
