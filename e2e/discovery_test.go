@@ -216,7 +216,9 @@ func TestNewAllocationFirstLineWithinTwoSeconds(t *testing.T) {
 	// Listed first, folder and first line later (a pending allocation).
 	const pending = "0a000000-0000-0000-0000-00000000000a"
 	w.newAlloc(pending, 2)
-	require.Eventually(t, func() bool { return w.api.Waiting() == 1 && w.api.Queries()[len(w.api.Queries())-1].Index >= w.api.Index() },
+	require.Eventually(t, func() bool {
+		return w.api.Waiting() == 1 && w.api.Queries()[len(w.api.Queries())-1].Index >= w.api.Index()
+	},
 		10*time.Second, time.Millisecond, "the daemon saw the new listing")
 	_, err := w.writer(pending, "stdout").Write([]byte("first line of a new allocation\n"))
 	require.NoError(t, err)
