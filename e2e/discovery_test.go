@@ -345,10 +345,11 @@ func TestOnceWithTheAPI(t *testing.T) {
 	}
 	assert.Equal(t, fixtureLines(t, w.allocDir), perFile)
 
-	// --once against an API that keeps failing gives up with an error.
-	w.api.SetFault(fakenomad.Status500)
-	code, _, stderr = e2e.Run(t, 60*time.Second, "run", "--once", "--nomad-addr", w.api.URL(), "--alloc-dir", w.allocDir,
+	// --once with a token the API refuses fails at once.
+	w.api.SetFault(fakenomad.Status403)
+	code, _, stderr = e2e.Run(t, 30*time.Second, "run", "--once", "--nomad-addr", w.api.URL(), "--alloc-dir", w.allocDir,
 		"--checkpoint", w.ckpt, "--output", w.recv.URL())
 	assert.Equal(t, 1, code)
-	assert.Contains(t, stderr, "500")
+	assert.Contains(t, stderr, "403")
+	assert.Equal(t, 1, strings.Count(stderr, "Nomad API request failed"), "no retry of a refusal")
 }

@@ -128,7 +128,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- []Desired) {
 	var index uint64
 	nextReconcile := time.Now()
 	for ctx.Err() == nil {
-		if !w.pace(ctx) || !w.ensureNode(ctx) {
+		if !w.pace(ctx) || w.ensureNode(ctx) != nil {
 			continue
 		}
 		now := time.Now()
@@ -173,23 +173,26 @@ func (w *Watcher) Run(ctx context.Context, out chan<- []Desired) {
 }
 
 // Snapshot lists the allocations once, without blocking, trying up to
-// attempts times with backoff, and returns the targets (for --once).
+// attempts times with backoff, and returns the targets (for --once). A
+// refusal (401, 403) or another 4xx ends it at once: retrying cannot help.
 func (w *Watcher) Snapshot(ctx context.Context, attempts int) ([]Desired, error) {
 	var lastErr error
 	for range max(attempts, 1) {
 		if !w.pace(ctx) {
 			break
 		}
-		if !w.ensureNode(ctx) {
-			lastErr = errors.New("cannot learn this node from the Nomad API (see the errors above)")
-			continue
+		err := w.ensureNode(ctx)
+		var allocs []*api.Allocation
+		if err == nil {
+			allocs, _, err = w.list(ctx, &api.QueryOptions{})
 		}
-		allocs, _, err := w.list(ctx, &api.QueryOptions{})
-		if err != nil {
-			lastErr = err
-			continue
+		if err == nil {
+			return w.desired(allocs), nil
 		}
-		return w.desired(allocs), nil
+		lastErr = err
+		if kind, _ := classify(err); kind == ErrKindDenied || kind == ErrKindStatus {
+			return nil, err
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -214,10 +217,10 @@ func (w *Watcher) pace(ctx context.Context) bool {
 }
 
 // ensureNode learns this node's ID (unless given) and its name and
-// datacenter, once. False means it failed (logged, backed off).
-func (w *Watcher) ensureNode(ctx context.Context) bool {
+// datacenter, once. An error is logged, counted and backed off already.
+func (w *Watcher) ensureNode(ctx context.Context) error {
 	if w.haveNode {
-		return true
+		return nil
 	}
 	w.notBefore = time.Now().Add(w.cfg.MinInterval)
 	id := w.cfg.NodeID
@@ -228,32 +231,33 @@ func (w *Watcher) ensureNode(ctx context.Context) bool {
 		cancel()
 		if err != nil {
 			w.failed(ctx, "GET /v1/agent/self (to learn this node's ID; --node-id avoids it)", err)
-			return false
+			return fmt.Errorf("ask the agent for this node's ID: %w", err)
 		}
 		id = self.Stats["client"]["node_id"]
 		if id == "" {
-			w.failed(ctx, "GET /v1/agent/self", errors.New("the agent reports no stats.client.node_id: it runs no client; "+
-				"point NOMAD_ADDR at this node's client agent, or set --node-id"))
-			return false
+			err := errors.New("the agent reports no stats.client.node_id: it runs no client; " +
+				"point NOMAD_ADDR at this node's client agent, or set --node-id")
+			w.failed(ctx, "GET /v1/agent/self", err)
+			return err
 		}
 	}
 	if err := ValidNodeID(id); err != nil {
 		w.failed(ctx, "resolve this node", err)
-		return false
+		return err
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, w.cfg.RequestGrace)
 	n, _, err := w.cfg.Client.Nodes().Info(id, (&api.QueryOptions{}).WithContext(reqCtx))
 	cancel()
 	if err != nil {
 		w.failed(ctx, "GET /v1/node/"+id, err)
-		return false
+		return fmt.Errorf("look up node %s: %w", id, err)
 	}
 	w.node = Node{ID: id, Name: n.Name, Datacenter: n.Datacenter}
 	w.haveNode = true
 	w.cfg.Log.Info("watching this node's allocations",
 		zap.String("node_id", id), zap.String("node_name", n.Name), zap.String("datacenter", n.Datacenter),
 		zap.Duration("reconcile_interval", w.cfg.ReconcileInterval))
-	return true
+	return nil
 }
 
 // ValidNodeID accepts what Nomad node IDs look like (UUIDs): the ID goes

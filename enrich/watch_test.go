@@ -384,6 +384,11 @@ func TestSnapshotForOnce(t *testing.T) {
 	assert.Contains(t, err.Error(), "3 times")
 	assert.Contains(t, err.Error(), "500")
 	assert.Equal(t, 3.0, testutil.ToFloat64(h.metrics.APIErrors.WithLabelValues(enrich.ErrKindServer)))
+
+	h.api.SetFault(fakenomad.Status403)
+	_, err = h.watcher.Snapshot(context.Background(), 3)
+	assert.ErrorContains(t, err, "403")
+	assert.Equal(t, 1.0, testutil.ToFloat64(h.metrics.APIErrors.WithLabelValues(enrich.ErrKindDenied)), "a refusal is not retried")
 }
 
 func TestTheTokenIsNeverLogged(t *testing.T) {
