@@ -259,6 +259,20 @@ func TestStoppedAndPurgedAllocationsAreDrainedAndRetired(t *testing.T) {
 	p := w.start()
 	require.Eventually(t, func() bool { return w.has("stopped 1") && w.has("purged 1") }, 20*time.Second, 5*time.Millisecond)
 
+	// A task restart changes the allocation, not its files: the stream
+	// just continues.
+	w.api.Update(stopped, func(a *api.Allocation) {
+		a.TaskStates["server"].Restarts++
+		a.TaskStates["server"].LastRestart = time.Now()
+	})
+	_, err = stoppedOut.Write([]byte("stopped 1 after a restart\n"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		q := w.api.Queries()
+		return w.has("stopped 1 after a restart") && w.api.Waiting() == 1 && q[len(q)-1].Index >= w.api.Index()
+	}, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, 2, strings.Count(p.Stderr(), `"msg":"target added","alloc_id":"`+stopped+`"`), "no new stream for a restart")
+
 	// The task writes its last words without a newline and the
 	// allocation completes; the partial line is emitted at retirement.
 	_, err = stoppedOut.Write([]byte("stopped 2\nlast words"))

@@ -91,10 +91,11 @@ type Watcher struct {
 	lastSync atomic.Int64 // unix nanoseconds; 0 = never
 
 	// Owned by the goroutine in Run (or Snapshot).
-	node     Node
-	haveNode bool
-	refused  map[string]bool
-	failures int
+	node          Node
+	haveNode      bool
+	refused       map[string]bool
+	failures      int
+	noIndexLogged bool
 	// notBefore is the earliest start of the next request.
 	notBefore time.Time
 }
@@ -287,9 +288,6 @@ func (w *Watcher) list(ctx context.Context, q *api.QueryOptions) ([]*api.Allocat
 	reqCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	allocs, meta, err := w.cfg.Client.Nodes().Allocations(w.node.ID, q.WithContext(reqCtx))
-	if err == nil && meta.LastIndex == 0 {
-		err = errors.New("the response carries no X-Nomad-Index header: is the address a Nomad agent?")
-	}
 	if err != nil {
 		w.failed(ctx, describeList(w.node.ID, q), err)
 		return nil, 0, err
@@ -297,6 +295,17 @@ func (w *Watcher) list(ctx context.Context, q *api.QueryOptions) ([]*api.Allocat
 	if w.failures > 0 {
 		w.cfg.Log.Info("Nomad API answers again", zap.Int("failed_requests", w.failures))
 		w.failures = 0
+	}
+	if meta.LastIndex == 0 {
+		// Not what Nomad does (its index starts at 1); a proxy may have
+		// dropped the header. The list is good, but there is no index
+		// to block on: poll instead.
+		if !w.noIndexLogged {
+			w.noIndexLogged = true
+			w.cfg.Log.Warn("the allocations response carries no X-Nomad-Index header, so blocking queries cannot work; polling every second instead",
+				zap.String("request", describeList(w.node.ID, q)))
+		}
+		w.notBefore = time.Now().Add(minBlockingWait)
 	}
 	now := time.Now()
 	w.lastSync.Store(now.UnixNano())

@@ -3,10 +3,14 @@ package enrich_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -429,4 +433,33 @@ func TestAShortReconcileIntervalDoesNotSpin(t *testing.T) {
 			assert.GreaterOrEqual(t, d, time.Second)
 		}
 	}
+}
+
+func TestAResponseWithoutIndexIsUsedAndPolled(t *testing.T) {
+	node, err := os.ReadFile(fixtures + "/node.json")
+	require.NoError(t, err)
+	allocs, err := os.ReadFile(fixtures + "/node-allocations.json")
+	require.NoError(t, err)
+	var lists atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/allocations") {
+			lists.Add(1)
+			assert.Empty(t, r.URL.Query().Get("index"), "no index to block on")
+			_, _ = w.Write(allocs)
+			return
+		}
+		_, _ = w.Write(node)
+	}))
+	defer srv.Close()
+	h := newHarness(t, fakenomad.Options{}, func(c *enrich.WatcherConfig) {
+		c.NodeID = "c055d2fa-60f1-812e-3b10-5985f6b956c8"
+		client, err := api.NewClient(&api.Config{Address: srv.URL})
+		require.NoError(t, err)
+		c.Client = client
+	})
+	h.run()
+	assert.Len(t, byAlloc(h.next()), 4)
+	assert.Len(t, byAlloc(h.next()), 4, "polled again")
+	assert.Len(t, h.logs.FilterMessageSnippet("no X-Nomad-Index").All(), 1)
+	assert.GreaterOrEqual(t, lists.Load(), int32(2))
 }
