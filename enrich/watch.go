@@ -116,10 +116,6 @@ func (w *Watcher) LastSync() time.Time {
 	return time.Unix(0, ns)
 }
 
-// Node is this node as the API described it (zero before the first
-// successful lookup); only for the goroutine that runs the Watcher.
-func (w *Watcher) Node() Node { return w.node }
-
 // Run sends a snapshot of every wanted target on out after each
 // successful listing, until ctx ends. It waits on blocking queries, lists
 // without blocking every ReconcileInterval and whenever the index went
@@ -154,7 +150,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- []Desired) {
 		case blocking && got < index:
 			// Server GC, a leader with an older state or a restore: the
 			// body is current, but the index is not one to wait on.
-			w.cfg.Log.Info("Nomad's allocation index went backwards; listing again",
+			w.cfg.Log.Debug("Nomad's allocation index went backwards; listing again",
 				zap.Uint64("sent_index", index), zap.Uint64("index", got))
 			index = 0
 		case blocking && got == index && time.Since(now) < q.WaitTime/2:
