@@ -2,6 +2,7 @@ package fakenomad
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -211,4 +212,35 @@ func TestTokenAndUnixSocket(t *testing.T) {
 	require.Len(t, q, 2)
 	assert.Equal(t, "", q[0].Token)
 	assert.Equal(t, "secret", q[1].Token)
+}
+
+// BenchmarkList500 serves 500 allocations placed at once, as the
+// benchmarks of discovery do.
+func BenchmarkList500(b *testing.B) {
+	allocs, err := LoadAllocations(fixtures + "/node-allocations.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	many := make([]*api.Allocation, 500)
+	for i := range many {
+		a := *allocs[i%len(allocs)]
+		a.ID = fmt.Sprintf("%08d-0000-0000-0000-000000000000", i)
+		many[i] = &a
+	}
+	s.Put(many...)
+	c, err := api.NewClient(&api.Config{Address: s.URL()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		got, _, err := c.Nodes().Allocations(s.NodeID(), nil)
+		if err != nil || len(got) != 500 {
+			b.Fatal(len(got), err)
+		}
+	}
 }
