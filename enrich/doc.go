@@ -3,7 +3,15 @@
 // allocations response), what metadata each one carries, and how a line of
 // a stream is rendered as one JSON object.
 //
+// Discovery through the API (NewClient, Watcher) sends snapshots: after
+// every successful listing of the node's allocations, the complete set of
+// targets wanted now. The tailer works out what started, stopped or
+// vanished; a failed request sends nothing, so an unreachable API changes
+// nothing. A Watcher's state belongs to the one goroutine that runs it;
+// only LastSync may be called from others.
+//
 // Metadata is rendered once per target into bytes; rendering a line only
 // escapes the message and appends the pre-rendered parts, so the per-line
-// path allocates nothing. Nothing here touches log files or sockets.
+// path allocates nothing. Nothing here reads log files or writes to
+// sockets; it only looks at which folders and file names exist.
 package enrich

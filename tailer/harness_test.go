@@ -48,6 +48,9 @@ type memOutput struct {
 	failNext int // fail this many writes (after writing half of them)
 	writes   int
 	changed  chan struct{}
+	// gate, when set, holds every write until it is closed: a peer
+	// that stopped reading.
+	gate chan struct{}
 }
 
 func newMemOutput() *memOutput { return &memOutput{changed: make(chan struct{}, 1)} }
@@ -63,8 +66,13 @@ func (c memConn) Close() error { return nil }
 func (c memConn) Write(p []byte) (int, error) {
 	o := c.o
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	o.writes++
+	if gate := o.gate; gate != nil {
+		o.mu.Unlock()
+		<-gate
+		o.mu.Lock()
+	}
+	defer o.mu.Unlock()
 	if o.failNext > 0 {
 		o.failNext--
 		// A connection that breaks mid-write: the peer got a torn line.

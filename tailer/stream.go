@@ -753,12 +753,27 @@ func (s *stream) finish(ctx context.Context) (done bool, err error) {
 			}
 		}
 	}
+	s.reportUnopened()
 	s.committed = s.readPosition()
 	s.cfg.Checkpoint.Commit(s.entry(s.committed, s.markFinished))
 	if s.markFinished {
 		s.log.Info("stream drained and retired")
 	}
 	return true, nil
+}
+
+// reportUnopened counts and logs the files this stream saw but never
+// opened because the alloc dir was deleted first (client GC or a
+// replacement can delete it at once): their lines are lost.
+func (s *stream) reportUnopened() {
+	hi := s.highestSeen.Load()
+	if hi < s.openNext || s.cfg.Root.Exists(s.dir) {
+		return
+	}
+	n := hi - s.openNext + 1
+	s.log.Warn("the alloc dir was deleted before these log files could be opened; their lines are lost",
+		zap.String("first_file", s.cfg.Root.Join(s.fileRel(s.openNext))), zap.Int64("files", n))
+	s.metrics.filesSkipped.Add(float64(n))
 }
 
 func (s *stream) closeAll() {

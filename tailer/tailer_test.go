@@ -462,3 +462,39 @@ func TestIdleStreamsHoldNoBatchBuffers(t *testing.T) {
 	got := h.waitLines(60)
 	assert.Len(t, got, 60)
 }
+
+func TestFilesUnopenedWhenTheAllocDirGoesAreCounted(t *testing.T) {
+	h := newHarness(t)
+	h.drainDelay = 50 * time.Millisecond
+	const files = tailer.MaxOpenFiles + 4
+	for i := range files {
+		h.writeFile(fmt.Sprintf("web.stdout.%d", i), fmt.Sprintf("file %d\n", i))
+	}
+	gate := make(chan struct{})
+	h.out.gate = gate
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	// The first batch is being written and the output holds it: the
+	// stream holds as many files as it may and waits.
+	require.Eventually(t, func() bool {
+		h.out.mu.Lock()
+		defer h.out.mu.Unlock()
+		return h.out.writes > 0
+	}, 10*time.Second, time.Millisecond)
+	require.NoError(t, os.RemoveAll(filepath.Join(h.allocDir, testAlloc)))
+	h.out.mu.Lock()
+	h.out.gate = nil
+	h.out.mu.Unlock()
+	close(gate)
+	stopped := target("web", "stdout")
+	stopped.Terminal = true
+	p.updates <- []enrich.Desired{stopped}
+	require.Eventually(t, func() bool {
+		e, ok := h.store.Get(checkpoint.Key{AllocID: testAlloc, Task: "web", Stream: "stdout"})
+		return ok && e.Finished
+	}, 10*time.Second, 5*time.Millisecond)
+	got := h.out.lines(t)
+	assert.Len(t, got, tailer.MaxOpenFiles, "what was open is read to its end")
+	assert.Equal(t, 4.0, testutil.ToFloat64(h.metrics.FilesSkipped))
+	assert.Equal(t, 1, h.logs.FilterMessageSnippet("alloc dir was deleted before").Len())
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -29,6 +30,9 @@ const (
 	// shutdownBudget is how long SIGTERM may take, inside Nomad's default
 	// kill_timeout of 5s.
 	shutdownBudget = 4 * time.Second
+	// onceAttempts is how often --once tries to list the allocations
+	// before it gives up (with backoff: about 15s in all).
+	onceAttempts = 6
 )
 
 type runFlags struct {
@@ -94,6 +98,11 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	case f.allocsFile != "" && !f.offline:
 		return nil, fmt.Errorf("--allocs-file needs --offline")
 	}
+	if f.nodeID != "" {
+		if err := enrich.ValidNodeID(f.nodeID); err != nil {
+			return nil, fmt.Errorf("--node-id: %w", err)
+		}
+	}
 	return f, nil
 }
 
@@ -145,27 +154,48 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	}
 	defer root.Close()
 
+	checks := []telemetry.Check{{Name: "checkpoint", Check: store.Healthy}}
+	opts := enrich.Options{Namespaces: f.namespaces, MetaKeys: f.metaKeys, SelfAllocID: os.Getenv("NOMAD_ALLOC_ID")}
 	var discover func(ctx context.Context, updates chan<- []enrich.Desired)
 	var once []enrich.Desired
-	if !f.offline {
-		return errors.New("discovery through the Nomad API is not built yet: use --offline")
-	}
-	scanner := &enrich.Scanner{Root: root, Log: log, Options: enrich.Options{Namespaces: f.namespaces, MetaKeys: f.metaKeys}}
-	if f.allocsFile != "" {
-		if scanner.Allocs, err = enrich.LoadAllocations(f.allocsFile); err != nil {
-			return err
+	if f.offline {
+		scanner := &enrich.Scanner{Root: root, Log: log, Options: opts}
+		if f.allocsFile != "" {
+			if scanner.Allocs, err = enrich.LoadAllocations(f.allocsFile); err != nil {
+				return err
+			}
+			if len(scanner.Allocs) > 0 {
+				scanner.Node = enrich.Node{ID: scanner.Allocs[0].NodeID, Name: scanner.Allocs[0].NodeName}
+			}
 		}
-		if len(scanner.Allocs) > 0 {
-			scanner.Node = enrich.Node{ID: scanner.Allocs[0].NodeID, Name: scanner.Allocs[0].NodeName}
-		}
-	}
-	if f.once {
-		if once, err = scanner.Scan(); err != nil {
-			return err
+		if f.once {
+			if once, err = scanner.Scan(); err != nil {
+				return err
+			}
+		} else {
+			discover = func(ctx context.Context, updates chan<- []enrich.Desired) {
+				scanner.Run(ctx, f.reconcileInterval, updates)
+			}
 		}
 	} else {
-		discover = func(ctx context.Context, updates chan<- []enrich.Desired) {
-			scanner.Run(ctx, f.reconcileInterval, updates)
+		client, info, err := enrich.NewClient(enrich.ClientConfig{Address: f.nomadAddr})
+		if err != nil {
+			return err
+		}
+		defer client.Close()
+		log.Info("using the Nomad API", zap.String("address", info.Address), zap.String("address_from", info.AddressFrom),
+			zap.String("token_from", info.TokenFrom), zap.Bool("tls", info.TLS))
+		watcher := enrich.NewWatcher(enrich.WatcherConfig{
+			Client: client, NodeID: f.nodeID, Root: root, Options: opts,
+			ReconcileInterval: f.reconcileInterval, Log: log, Metrics: enrich.NewMetrics(reg),
+		})
+		checks = append(checks, telemetry.Check{Name: "nomad", Check: syncedWithin(watcher.LastSync, max(3*f.reconcileInterval, 30*time.Second))})
+		if f.once {
+			if once, err = watcher.Snapshot(ctx, onceAttempts); err != nil {
+				return err
+			}
+		} else {
+			discover = watcher.Run
 		}
 	}
 
@@ -205,7 +235,6 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 		wg.Go(func() { watcher.Run(bgCtx) })
 	}
 	if f.metricsAddr != "" {
-		checks := []telemetry.Check{{Name: "checkpoint", Check: store.Healthy}}
 		wg.Go(func() {
 			if err := telemetry.Serve(bgCtx, f.metricsAddr, telemetry.Handler(reg, checks)); err != nil {
 				log.Warn("metrics and health endpoint unavailable; forwarding goes on", zap.Error(err))
@@ -243,4 +272,19 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	}
 	log.Info("stopped; checkpoint saved", zap.String("checkpoint", store.Path()))
 	return nil
+}
+
+// syncedWithin is a health check: the allocations were listed less than
+// maxAge ago.
+func syncedWithin(lastSync func() time.Time, maxAge time.Duration) func() error {
+	return func() error {
+		last := lastSync()
+		switch {
+		case last.IsZero():
+			return errors.New("not synced with the Nomad API yet")
+		case time.Since(last) > maxAge:
+			return fmt.Errorf("last successful sync with the Nomad API was %s ago", time.Since(last).Round(time.Second))
+		}
+		return nil
+	}
 }

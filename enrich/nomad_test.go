@@ -1,0 +1,185 @@
+package enrich_test
+
+import (
+	"compress/gzip"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/hashicorp/nomad/api"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/fakenomad"
+)
+
+// clearNomadEnv makes the test independent of the NOMAD_* variables of
+// whoever runs it.
+func clearNomadEnv(t *testing.T) {
+	for _, k := range []string{"NOMAD_ADDR", "NOMAD_UNIX_ADDR", "NOMAD_SECRETS_DIR", "NOMAD_TOKEN", "NOMAD_REGION",
+		"NOMAD_NAMESPACE", "NOMAD_HTTP_AUTH", "NOMAD_CACERT", "NOMAD_CAPATH", "NOMAD_CLIENT_CERT", "NOMAD_CLIENT_KEY",
+		"NOMAD_TLS_SERVER_NAME", "NOMAD_SKIP_VERIFY"} {
+		t.Setenv(k, "")
+	}
+}
+
+func fake(t *testing.T, o fakenomad.Options) *fakenomad.Server {
+	t.Helper()
+	s, err := fakenomad.FromFixtures(fixtures, "node-allocations.json", o)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func listOnce(t *testing.T, c *api.Client, s *fakenomad.Server) error {
+	t.Helper()
+	_, _, err := c.Nodes().Allocations(s.NodeID(), nil)
+	return err
+}
+
+func TestClientFromNomadAddrAndToken(t *testing.T) {
+	clearNomadEnv(t)
+	s := fake(t, fakenomad.Options{Token: "tok"})
+	t.Setenv("NOMAD_ADDR", s.URL())
+	t.Setenv("NOMAD_TOKEN", "tok")
+	t.Setenv("NOMAD_REGION", "eu")
+	c, info, err := enrich.NewClient(enrich.ClientConfig{})
+	require.NoError(t, err)
+	assert.Equal(t, "NOMAD_ADDR", info.AddressFrom)
+	assert.Equal(t, "NOMAD_TOKEN", info.TokenFrom)
+	require.NoError(t, listOnce(t, c, s))
+	assert.Equal(t, "tok", s.Queries()[0].Token)
+}
+
+func TestNomadAddrFlagWins(t *testing.T) {
+	clearNomadEnv(t)
+	s := fake(t, fakenomad.Options{})
+	t.Setenv("NOMAD_ADDR", "http://127.0.0.1:1")
+	t.Setenv("NOMAD_UNIX_ADDR", "unix:///nonexistent.sock")
+	c, info, err := enrich.NewClient(enrich.ClientConfig{Address: s.URL()})
+	require.NoError(t, err)
+	assert.Equal(t, "--nomad-addr", info.AddressFrom)
+	assert.Equal(t, "", info.TokenFrom)
+	require.NoError(t, listOnce(t, c, s))
+}
+
+func TestTaskAPISocketWithWorkloadIdentity(t *testing.T) {
+	t.Run("NOMAD_UNIX_ADDR and NOMAD_TOKEN (identity env = true)", func(t *testing.T) {
+		clearNomadEnv(t)
+		s := fake(t, fakenomad.Options{Token: "jwt", UnixSocket: filepath.Join(t.TempDir(), "api.sock")})
+		t.Setenv("NOMAD_UNIX_ADDR", s.URL())
+		t.Setenv("NOMAD_TOKEN", "jwt")
+		c, info, err := enrich.NewClient(enrich.ClientConfig{})
+		require.NoError(t, err)
+		assert.Equal(t, "NOMAD_UNIX_ADDR", info.AddressFrom)
+		require.NoError(t, listOnce(t, c, s))
+	})
+	t.Run("secrets dir socket and token file (identity file = true)", func(t *testing.T) {
+		clearNomadEnv(t)
+		secrets := t.TempDir()
+		s := fake(t, fakenomad.Options{Token: "jwt-from-file", UnixSocket: filepath.Join(secrets, "api.sock")})
+		require.NoError(t, os.WriteFile(filepath.Join(secrets, "nomad_token"), []byte("jwt-from-file\n"), 0o600))
+		t.Setenv("NOMAD_SECRETS_DIR", secrets)
+		c, info, err := enrich.NewClient(enrich.ClientConfig{})
+		require.NoError(t, err)
+		assert.Equal(t, "NOMAD_SECRETS_DIR", info.AddressFrom)
+		assert.Equal(t, "NOMAD_SECRETS_DIR/nomad_token", info.TokenFrom)
+		assert.Equal(t, "unix://"+filepath.Join(secrets, "api.sock"), info.Address)
+		require.NoError(t, listOnce(t, c, s))
+		assert.Equal(t, "jwt-from-file", s.Queries()[0].Token)
+	})
+	t.Run("NOMAD_ADDR beats the socket", func(t *testing.T) {
+		clearNomadEnv(t)
+		secrets := t.TempDir()
+		sock := fake(t, fakenomad.Options{UnixSocket: filepath.Join(secrets, "api.sock")})
+		tcp := fake(t, fakenomad.Options{})
+		t.Setenv("NOMAD_SECRETS_DIR", secrets)
+		t.Setenv("NOMAD_ADDR", tcp.URL())
+		c, _, err := enrich.NewClient(enrich.ClientConfig{})
+		require.NoError(t, err)
+		require.NoError(t, listOnce(t, c, tcp))
+		assert.Equal(t, 0, sock.Requests(fakenomad.Allocations))
+	})
+}
+
+func TestTLSFromTheEnvironment(t *testing.T) {
+	clearNomadEnv(t)
+	s := fake(t, fakenomad.Options{TLS: true})
+	t.Setenv("NOMAD_ADDR", s.URL())
+
+	c, info, err := enrich.NewClient(enrich.ClientConfig{})
+	require.NoError(t, err)
+	assert.True(t, info.TLS)
+	assert.ErrorContains(t, listOnce(t, c, s), "certificate", "an unknown CA is refused")
+
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(ca, s.CACertPEM(), 0o644))
+	t.Setenv("NOMAD_CACERT", ca)
+	c, _, err = enrich.NewClient(enrich.ClientConfig{})
+	require.NoError(t, err)
+	require.NoError(t, listOnce(t, c, s), "NOMAD_CACERT is honoured")
+
+	t.Setenv("NOMAD_CACERT", "")
+	t.Setenv("NOMAD_SKIP_VERIFY", "true")
+	c, _, err = enrich.NewClient(enrich.ClientConfig{})
+	require.NoError(t, err)
+	require.NoError(t, listOnce(t, c, s), "NOMAD_SKIP_VERIFY is honoured")
+
+	t.Setenv("NOMAD_SKIP_VERIFY", "")
+	t.Setenv("NOMAD_CACERT", filepath.Join(t.TempDir(), "missing.pem"))
+	_, _, err = enrich.NewClient(enrich.ClientConfig{})
+	assert.ErrorContains(t, err, "TLS")
+}
+
+func TestBadAddresses(t *testing.T) {
+	clearNomadEnv(t)
+	_, info, err := enrich.NewClient(enrich.ClientConfig{Address: "ftp://user:hunter2@example.com"})
+	assert.ErrorContains(t, err, "want http://")
+	assert.NotContains(t, err.Error(), "hunter2")
+	assert.NotContains(t, info.Address, "hunter2")
+	_, _, err = enrich.NewClient(enrich.ClientConfig{Address: "unix://"})
+	assert.ErrorContains(t, err, "socket path")
+}
+
+func TestResponsesAreBoundedAfterDecompression(t *testing.T) {
+	clearNomadEnv(t)
+	body, err := os.ReadFile(fixtures + "/node-allocations.json")
+	require.NoError(t, err)
+	// Nomad gzips when asked; the limit counts decompressed bytes.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.Contains(t, r.Header.Get("Accept-Encoding"), "gzip")
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("X-Nomad-Index", "32")
+		zw := gzip.NewWriter(w)
+		_, _ = zw.Write(body)
+		_ = zw.Close()
+	}))
+	defer srv.Close()
+
+	c, _, err := enrich.NewClient(enrich.ClientConfig{Address: srv.URL})
+	require.NoError(t, err)
+	allocs, meta, err := c.Nodes().Allocations("c055d2fa-60f1-812e-3b10-5985f6b956c8", nil)
+	require.NoError(t, err)
+	assert.Len(t, allocs, 5)
+	assert.Equal(t, uint64(32), meta.LastIndex)
+
+	c, _, err = enrich.NewClient(enrich.ClientConfig{Address: srv.URL, MaxResponseBytes: int64(len(body)) / 2})
+	require.NoError(t, err)
+	_, _, err = c.Nodes().Allocations("c055d2fa-60f1-812e-3b10-5985f6b956c8", nil)
+	assert.ErrorIs(t, err, enrich.ErrResponseTooLarge)
+
+	c, _, err = enrich.NewClient(enrich.ClientConfig{Address: srv.URL, MaxResponseBytes: int64(len(body))})
+	require.NoError(t, err)
+	_, _, err = c.Nodes().Allocations("c055d2fa-60f1-812e-3b10-5985f6b956c8", nil)
+	assert.NoError(t, err, "exactly the limit is fine")
+}
+
+func TestNodeIDValidation(t *testing.T) {
+	assert.NoError(t, enrich.ValidNodeID("c055d2fa-60f1-812e-3b10-5985f6b956c8"))
+	for _, bad := range []string{"", "../agent/self", "a?b", "a/b", "a%2Fb", "a b"} {
+		assert.Error(t, enrich.ValidNodeID(bad), bad)
+	}
+}
