@@ -93,6 +93,9 @@ func TestOnceShipsTheFixtureWithMetadata(t *testing.T) {
 				"--allocs-file", filepath.Join(fixtures, "api", "node-allocations.json"),
 				"--checkpoint", ckpt, "--output", r.URL())
 			require.Equal(t, 0, code, stderr)
+			// The forwarder has exited, but the receiver may still be
+			// reading what the kernel holds for it.
+			require.Eventually(t, func() bool { return r.Open() == 0 }, 10*time.Second, time.Millisecond)
 
 			got := decode(t, r.Lines())
 			perFile := map[string]int{}

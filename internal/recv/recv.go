@@ -139,6 +139,14 @@ func (r *Receiver) Count() int {
 	return len(r.lines)
 }
 
+// Open is how many connections are open. Once a sender has exited, 0
+// means every byte it sent has been read and recorded.
+func (r *Receiver) Open() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns)
+}
+
 // Partial is how many connections ended in the middle of a line.
 func (r *Receiver) Partial() int {
 	r.mu.Lock()
