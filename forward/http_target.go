@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
 )
 
@@ -61,6 +62,7 @@ func HeaderNames(h http.Header) []string {
 	for k := range h {
 		names = append(names, k)
 	}
+	sort.Strings(names)
 	return names
 }
 
