@@ -38,10 +38,17 @@ type HTTPConfig struct {
 	Timeout time.Duration
 	// Buffers is how many batches may exist at once (default 32).
 	Buffers int
-	// BatchBytes is the size at which streams cut a batch (default half of
-	// RequestBytes, at most 512 KiB): a stream may have two batches in the
-	// writer, so one busy stream can fill a request on its own.
+	// BatchBytes is the size at which streams cut a batch (default 15/32 of
+	// RequestBytes, at most 512 KiB): a source may have SourceWindow (two)
+	// batches in the writer, and two batches, each a line beyond the cut,
+	// should still fit in one request.
 	BatchBytes int
+	// SourceWindow is how many batches one source may have in the writer
+	// at once (the tailer's BatchesPerStream; default 2). A request at
+	// least half full whose sources all have that many batches in it
+	// cannot grow from them: it goes at once instead of waiting for
+	// FlushInterval, so that one busy stream is not slowed down.
+	SourceWindow int
 	// MinBackoff and MaxBackoff bound the wait between resends of a
 	// request the receiver did not take (defaults 100ms and 5s).
 	MinBackoff, MaxBackoff time.Duration
@@ -120,7 +127,10 @@ func NewHTTP(cfg HTTPConfig) *HTTPWriter {
 		cfg.Buffers = defaultBuffers
 	}
 	if cfg.BatchBytes <= 0 {
-		cfg.BatchBytes = min(max(cfg.RequestBytes/2, minHTTPBatchBytes), maxHTTPBatchBytes)
+		cfg.BatchBytes = min(max(cfg.RequestBytes/32*15, minHTTPBatchBytes), maxHTTPBatchBytes)
+	}
+	if cfg.SourceWindow <= 0 {
+		cfg.SourceWindow = 2
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 100 * time.Millisecond
@@ -208,7 +218,7 @@ func (w *HTTPWriter) Run(ctx context.Context) error {
 			}
 		})
 	}
-	d := dispatcher{w: w, busy: make(map[Source]int)}
+	d := dispatcher{w: w, busy: make(map[Source]int), perSource: make(map[Source]int)}
 	d.run(ctx, work, done)
 	close(work)
 	wg.Wait()
@@ -239,6 +249,7 @@ type dispatcher struct {
 	pending      []*Batch // for the next request, in submission order
 	pendingBytes int
 	pendingSince time.Time
+	perSource    map[Source]int // batches in pending, per source
 	deferred     []waiting      // their source has a request on the way
 	busy         map[Source]int // batches on the way, per source
 	inflight     int
@@ -293,15 +304,29 @@ func (d *dispatcher) run(ctx context.Context, work chan<- *request, done <-chan 
 }
 
 // ready says whether the pending batches should go now: the request is
-// full, its oldest line waited FlushInterval, the writer is closing, or
-// every buffer is taken so nothing more can come.
+// full, its oldest line waited FlushInterval, the writer is closing, every
+// buffer is taken so nothing more can come, or it is half full and its
+// sources can add nothing more.
 func (d *dispatcher) ready() bool {
 	if len(d.pending) == 0 {
 		return false
 	}
 	w := d.w
-	return d.pendingBytes >= int(w.limit.Load()) || d.flushDue || d.closing ||
-		(len(w.pool.free) == 0 && len(w.queue) == 0)
+	limit := int(w.limit.Load())
+	return d.pendingBytes >= limit || d.flushDue || d.closing ||
+		(len(w.pool.free) == 0 && len(w.queue) == 0) ||
+		(d.pendingBytes >= limit/2 && d.saturated())
+}
+
+// saturated reports whether every source in pending has all the batches
+// it may have in the writer there.
+func (d *dispatcher) saturated() bool {
+	for _, n := range d.perSource {
+		if n < d.w.cfg.SourceWindow {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *dispatcher) add(b *Batch, now time.Time) {
@@ -318,6 +343,7 @@ func (d *dispatcher) addPending(b *Batch, since time.Time) {
 	}
 	d.pending = append(d.pending, b)
 	d.pendingBytes += len(b.Data)
+	d.perSource[b.Source]++
 }
 
 func (d *dispatcher) isDeferred(s Source) bool {
@@ -354,6 +380,7 @@ func (d *dispatcher) seal() *request {
 	}
 	rest, since := d.pending[taken:], d.pendingSince
 	d.pending, d.pendingBytes, d.flushDue = nil, 0, false
+	clear(d.perSource)
 	for _, b := range rest {
 		if d.busy[b.Source] > 0 {
 			d.deferred = append(d.deferred, waiting{b: b, since: since})

@@ -45,7 +45,7 @@ func BenchmarkHTTPEncode(b *testing.B) {
 	data := benchData(8000)
 	data = data[:bytes.LastIndexByte(data[:1<<20], '\n')+1]
 	lines := bytes.Count(data, newline)
-	for _, level := range []int{gzip.BestSpeed, gzip.DefaultCompression} {
+	for _, level := range []int{gzip.HuffmanOnly, gzip.BestSpeed, gzip.DefaultCompression} {
 		b.Run(fmt.Sprintf("level=%d", level), func(b *testing.B) {
 			zw, _ := gzip.NewWriterLevel(nil, level)
 			var body bytes.Buffer

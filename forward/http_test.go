@@ -443,6 +443,21 @@ func TestHTTPFlushIntervalAndClose(t *testing.T) {
 	})
 }
 
+func TestHTTPBusySourceDoesNotWaitForTheFlushInterval(t *testing.T) {
+	r := newRig(t, fakevector.Options{}, func(c *HTTPConfig) {
+		c.FlushInterval = time.Hour
+		c.RequestBytes = 16 << 10
+	})
+	s := newSource("a")
+	// Two batches, all a source may have in the writer, more than half a
+	// request: nothing more can join from this source, so they go now.
+	s.submit(t, r.w, 100, nil)
+	s.submit(t, r.w, 100, nil)
+	waitWritten(t, s, 2)
+	assert.Equal(t, 1, r.fv.Requests())
+	assert.Equal(t, seqRange(0, 200, nil), perSource(t, r.fv)["a"])
+}
+
 func TestHTTPHardStopFailsWhatIsNotConfirmed(t *testing.T) {
 	r := newRig(t, fakevector.Options{}, nil)
 	r.fv.SetMode(fakevector.Hang)

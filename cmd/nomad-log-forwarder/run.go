@@ -309,6 +309,6 @@ func newOutput(f *runFlags, stdout io.Writer, log *zap.Logger) (output, error) {
 	return forward.NewHTTP(forward.HTTPConfig{
 		URL: u, Header: header, TLS: tlsCfg,
 		RequestBytes: f.batchBytes, FlushInterval: f.flushInterval, Inflight: f.inflight, Timeout: f.httpTimeout,
-		Log: log,
+		SourceWindow: tailer.BatchesPerStream, Log: log,
 	}), nil
 }
