@@ -132,8 +132,9 @@ func encode(entries []Entry) ([]byte, error) {
 
 // Store holds the committed positions of every stream and saves them.
 type Store struct {
-	path string
-	now  func() time.Time
+	path    string
+	now     func() time.Time
+	metrics *Metrics
 
 	mu      sync.Mutex
 	entries map[Key]Entry
@@ -143,8 +144,11 @@ type Store struct {
 }
 
 // Open loads the checkpoint at path, removing temp files that a crash
-// during an earlier save left in its folder.
-func Open(path string) (*Store, error) {
+// during an earlier save left in its folder. m may be nil.
+func Open(path string, m *Metrics) (*Store, error) {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create checkpoint folder: %w", err)
 	}
@@ -153,7 +157,7 @@ func Open(path string) (*Store, error) {
 		return nil, err
 	}
 	removeTemps(path)
-	s := &Store{path: path, now: time.Now, entries: make(map[Key]Entry, len(entries))}
+	s := &Store{path: path, now: time.Now, metrics: m, entries: make(map[Key]Entry, len(entries))}
 	for _, e := range entries {
 		s.entries[e.Key()] = e
 	}
@@ -248,8 +252,10 @@ func (s *Store) Save() error {
 	defer s.mu.Unlock()
 	s.saveErr = err
 	if err != nil {
+		s.metrics.SaveErrors.Inc()
 		return fmt.Errorf("save checkpoint %s: %w", s.path, err)
 	}
+	s.metrics.Saves.Inc()
 	if version > s.saved {
 		s.saved = version
 	}

@@ -17,7 +17,7 @@ func entry(alloc string, idx, off int64) Entry {
 
 func TestSaveAndReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "checkpoint.msgpack")
-	s, err := Open(path)
+	s, err := Open(path, nil)
 	require.NoError(t, err)
 	s.Commit(entry("b", 2, 100))
 	s.Commit(entry("a", 0, 5))
@@ -33,7 +33,7 @@ func TestSaveAndReload(t *testing.T) {
 	assert.Equal(t, uint64(42), got[0].Inode)
 	assert.False(t, got[0].UpdatedAt.IsZero())
 
-	s2, err := Open(path)
+	s2, err := Open(path, nil)
 	require.NoError(t, err)
 	e, ok := s2.Get(Key{AllocID: "b", Task: "web", Stream: "stdout"})
 	require.True(t, ok)
@@ -48,7 +48,7 @@ func TestMissingFileIsEmpty(t *testing.T) {
 
 func TestSaveWritesAFileEvenWithNothingToSay(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cp")
-	s, err := Open(path)
+	s, err := Open(path, nil)
 	require.NoError(t, err)
 	require.NoError(t, s.Save())
 	_, err = os.Stat(path)
@@ -57,7 +57,7 @@ func TestSaveWritesAFileEvenWithNothingToSay(t *testing.T) {
 
 func TestCorruptCheckpointIsRefusedAndKept(t *testing.T) {
 	good := filepath.Join(t.TempDir(), "good")
-	s, err := Open(good)
+	s, err := Open(good, nil)
 	require.NoError(t, err)
 	s.Commit(entry("a", 3, 300))
 	require.NoError(t, s.Save())
@@ -78,7 +78,7 @@ func TestCorruptCheckpointIsRefusedAndKept(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "checkpoint.msgpack")
 			require.NoError(t, os.WriteFile(path, content, 0o644))
-			_, err := Open(path)
+			_, err := Open(path, nil)
 			var corrupt *CorruptError
 			require.ErrorAs(t, err, &corrupt)
 			assert.Contains(t, err.Error(), path, "the message names the file")
@@ -107,7 +107,7 @@ func TestOtherFormatVersionIsRefused(t *testing.T) {
 func TestLeftoverTempFileIsIgnoredAndRemoved(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "checkpoint.msgpack")
-	s, err := Open(path)
+	s, err := Open(path, nil)
 	require.NoError(t, err)
 	s.Commit(entry("a", 1, 10))
 	require.NoError(t, s.Save())
@@ -115,7 +115,7 @@ func TestLeftoverTempFileIsIgnoredAndRemoved(t *testing.T) {
 	leftover := filepath.Join(dir, "checkpoint.msgpack"+tempInfix+"123")
 	require.NoError(t, os.WriteFile(leftover, []byte{0x82, 0xa7}, 0o644))
 
-	s2, err := Open(path)
+	s2, err := Open(path, nil)
 	require.NoError(t, err)
 	e, ok := s2.Get(Key{AllocID: "a", Task: "web", Stream: "stdout"})
 	require.True(t, ok)
@@ -125,7 +125,7 @@ func TestLeftoverTempFileIsIgnoredAndRemoved(t *testing.T) {
 }
 
 func TestDeleteAndEntries(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "cp"))
+	s, err := Open(filepath.Join(t.TempDir(), "cp"), nil)
 	require.NoError(t, err)
 	s.Commit(entry("a", 0, 1))
 	s.Commit(entry("b", 0, 2))
@@ -149,7 +149,7 @@ func TestLockIsExclusive(t *testing.T) {
 
 func TestRunSavesChangesAndStopsWithContext(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cp")
-	s, err := Open(path)
+	s, err := Open(path, nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})

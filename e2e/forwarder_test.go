@@ -93,16 +93,21 @@ func TestOnceShipsTheFixtureWithMetadata(t *testing.T) {
 				"--allocs-file", filepath.Join(fixtures, "api", "node-allocations.json"),
 				"--checkpoint", ckpt, "--output", r.URL())
 			require.Equal(t, 0, code, stderr)
-			// The forwarder has exited, but the receiver may still be
-			// reading what the kernel holds for it.
-			require.Eventually(t, func() bool { return r.Open() == 0 }, 10*time.Second, time.Millisecond)
 
+			want := fixtureLines(t, allocDir)
+			total := 0
+			for _, n := range want {
+				total += n
+			}
+			// The daemon exits once the kernel took the bytes; the receiver
+			// may still be reading them.
+			require.Eventually(t, func() bool { return r.Count() >= total }, 10*time.Second, 5*time.Millisecond)
 			got := decode(t, r.Lines())
 			perFile := map[string]int{}
 			for _, l := range got {
 				perFile[l.File]++
 			}
-			assert.Equal(t, fixtureLines(t, allocDir), perFile)
+			assert.Equal(t, want, perFile)
 
 			byMessage := map[string]line{}
 			for _, l := range got {

@@ -62,7 +62,39 @@ func (o *netOutput) Dial(ctx context.Context) (io.WriteCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c, nil
+	return watchPeer(c), nil
+}
+
+// peerConn is a connection whose peer never sends anything: Vector's socket
+// source only reads. A read that returns means the peer closed its side (or
+// reset); the connection is then closed at once so that the next write
+// fails and its lines are resent, instead of vanishing into a socket
+// nobody reads any more.
+type peerConn struct {
+	net.Conn
+	done chan struct{}
+}
+
+func watchPeer(c net.Conn) *peerConn {
+	p := &peerConn{Conn: c, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		var buf [512]byte
+		for {
+			if _, err := c.Read(buf[:]); err != nil {
+				c.Close()
+				return
+			}
+		}
+	}()
+	return p
+}
+
+// Close closes the connection and waits for its watcher.
+func (p *peerConn) Close() error {
+	err := p.Conn.Close()
+	<-p.done
+	return err
 }
 
 // stdoutOutput writes to the process's stdout, which cannot be reopened:

@@ -20,7 +20,8 @@ type Config struct {
 	// BatchBytes is the size at which streams cut a batch (default 256 KiB).
 	BatchBytes int
 	// Linger is how long a small write waits for more batches to join it
-	// (default 5ms). Lines never wait longer than this in the writer.
+	// (default 5ms; negative: never). Lines never wait longer than this in
+	// the writer.
 	Linger time.Duration
 	// MaxBackoff caps the wait between reconnect attempts (default 5s).
 	MaxBackoff time.Duration
@@ -99,7 +100,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		conn    io.WriteCloser
 		stop    func() bool
 		group   = make([]*Batch, 0, w.cfg.Buffers)
-		bufs    = make(net.Buffers, 0, w.cfg.Buffers)
+		bufs    = make([][]byte, 0, w.cfg.Buffers)
 		backoff = backoff{min: 100 * time.Millisecond, max: w.cfg.MaxBackoff}
 		timer   = time.NewTimer(time.Hour)
 		dialed  bool
@@ -164,7 +165,10 @@ func (w *Writer) Run(ctx context.Context) error {
 		for _, b := range group {
 			bufs = append(bufs, b.Data)
 		}
-		if _, err := bufs.WriteTo(conn); err != nil {
+		// One writev for the whole group; WriteTo consumes its receiver, so
+		// it gets a copy of the slice header and bufs keeps its capacity.
+		vec := net.Buffers(bufs)
+		if _, err := vec.WriteTo(conn); err != nil {
 			w.cfg.Metrics.WriteErrors.Inc()
 			if ctx.Err() == nil {
 				w.cfg.Log.Warn("write to output failed; resending from the last commit",

@@ -121,11 +121,12 @@ type harness struct {
 	maxLine    int
 	drainDelay time.Duration
 	readFrom   string
+	poll       time.Duration
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, allocDir: t.TempDir(), out: newMemOutput(), maxLine: 102400}
+	h := &harness{t: t, allocDir: t.TempDir(), out: newMemOutput(), maxLine: 102400, poll: time.Second}
 	h.ckptPath = filepath.Join(t.TempDir(), "checkpoint.msgpack")
 	var err error
 	h.root, err = safefs.OpenRoot(h.allocDir)
@@ -176,7 +177,7 @@ type pipeline struct {
 
 func (h *harness) start() *pipeline {
 	h.t.Helper()
-	store, err := checkpoint.Open(h.ckptPath)
+	store, err := checkpoint.Open(h.ckptPath, nil)
 	require.NoError(h.t, err)
 	h.store = store
 	core, logs := observer.New(zap.DebugLevel)
@@ -192,7 +193,7 @@ func (h *harness) start() *pipeline {
 	p.wg.Go(func() { watcher.Run(ctx) })
 	p.mgr = tailer.NewManager(tailer.Config{
 		Root: h.root, Output: p.writer, Checkpoint: store, Watcher: watcher, MaxLineBytes: h.maxLine, ReadFrom: h.readFrom,
-		DrainDelay: h.drainDelay, Log: log, Metrics: h.metrics, PollInterval: time.Second,
+		DrainDelay: h.drainDelay, Log: log, Metrics: h.metrics, PollInterval: h.poll,
 	})
 	return p
 }

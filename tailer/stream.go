@@ -197,9 +197,7 @@ func (s *stream) run(ctx context.Context) error {
 		if err := s.pump(ctx); err != nil {
 			return nil // ctx ended
 		}
-		if s.batch != nil && s.batch.Lines > 0 {
-			s.submit()
-		}
+		s.submitOrRelease()
 		s.commitIdlePosition()
 		if s.terminal.Load() && s.nInflight == 0 {
 			if wait := s.cfg.DrainDelay - time.Since(s.lastData); wait <= 0 {
@@ -356,18 +354,6 @@ func (s *stream) pump(ctx context.Context) error {
 			}
 			continue
 		}
-		if !s.haveBatch() {
-			// Waiting for the output: give the read buffer back so that
-			// memory does not grow with the number of waiting streams.
-			if bufp != nil {
-				s.readBuf.Put(bufp)
-				bufp = nil
-			}
-			if err := s.waitForBatch(ctx); err != nil {
-				return err
-			}
-			continue
-		}
 		if bufp == nil {
 			bufp = s.readBuf.Get().(*[]byte)
 		}
@@ -376,6 +362,17 @@ func (s *stream) pump(ctx context.Context) error {
 		hadNext := s.readAt+1 < len(s.files)
 		n, err := lf.f.ReadAt(buf, s.readOff)
 		if n > 0 {
+			if !s.haveBatch() {
+				// Waiting for the output: give the read buffer back so
+				// that memory does not grow with the number of waiting
+				// streams, and read these bytes again afterwards.
+				s.readBuf.Put(bufp)
+				bufp = nil
+				if err := s.waitForBatch(ctx); err != nil {
+					return err
+				}
+				continue
+			}
 			s.lastData = time.Now()
 			s.timestamp = enrich.AppendTimestamp(s.timestamp[:0], s.lastData)
 			s.metrics.bytesRead.Add(float64(n))
@@ -516,6 +513,20 @@ func (s *stream) submit() {
 	s.nInflight++
 	s.metrics.linesRead.Add(float64(b.Lines))
 	s.cfg.Output.Submit(b)
+}
+
+// submitOrRelease hands the batch to the output when it holds lines and
+// gives it back otherwise: an idle stream holds no buffer that a busy one
+// could use.
+func (s *stream) submitOrRelease() {
+	switch {
+	case s.batch == nil:
+	case s.batch.Lines > 0:
+		s.submit()
+	default:
+		s.cfg.Output.Release(s.batch)
+		s.batch = nil
+	}
 }
 
 // commitIdlePosition records progress that carried no line (moving to the
@@ -733,9 +744,7 @@ func (s *stream) finish(ctx context.Context) (done bool, err error) {
 		}
 		s.emit(l)
 	}
-	if s.batch != nil && s.batch.Lines > 0 {
-		s.submit()
-	}
+	s.submitOrRelease()
 	for s.nInflight > 0 {
 		select {
 		case <-ctx.Done():
@@ -746,10 +755,6 @@ func (s *stream) finish(ctx context.Context) (done bool, err error) {
 				return false, nil // rewound: read again
 			}
 		}
-	}
-	if s.batch != nil {
-		s.cfg.Output.Release(s.batch)
-		s.batch = nil
 	}
 	s.committed = s.readPosition()
 	s.cfg.Checkpoint.Commit(s.entry(s.committed, s.markFinished))

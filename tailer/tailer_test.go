@@ -2,6 +2,7 @@ package tailer_test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,7 +216,7 @@ func TestFilePurgedBeforeOpenIsCountedAndSkipped(t *testing.T) {
 
 func TestCheckpointedFilePurgedWhileDown(t *testing.T) {
 	h := newHarness(t)
-	store, err := checkpoint.Open(h.ckptPath)
+	store, err := checkpoint.Open(h.ckptPath, nil)
 	require.NoError(t, err)
 	store.Commit(checkpoint.Entry{AllocID: testAlloc, Task: "web", Stream: "stdout", FileIndex: 3, Offset: 10})
 	require.NoError(t, store.Save())
@@ -351,4 +352,113 @@ func TestDrainRetiresAStoppedAllocation(t *testing.T) {
 		e, ok := h.store.Get(checkpoint.Key{AllocID: testAlloc, Task: "web", Stream: "stdout"})
 		return ok && e.Finished
 	}, 10*time.Second, 5*time.Millisecond)
+}
+
+func TestUnixSocketNamedAsLogFileIsRefused(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "real\n")
+	// Socket paths are limited to ~108 bytes: bind from inside the folder.
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	require.NoError(t, os.Chdir(h.logDir()))
+	ln, err := net.Listen("unix", "web.stdout.1")
+	require.NoError(t, os.Chdir(wd))
+	require.NoError(t, err)
+	defer ln.Close()
+	h.runOnce(target("web", "stdout"))
+	assert.Equal(t, []string{"real"}, messages(h.out.lines(t)))
+	assert.Equal(t, 1.0, testutil.ToFloat64(h.metrics.FilesRefused))
+}
+
+func TestFileSwappedForSymlinkIsCaughtAtOpen(t *testing.T) {
+	canary := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(canary, []byte("CANARY\n"), 0o600))
+
+	t.Run("next file swapped while following", func(t *testing.T) {
+		h := newHarness(t)
+		h.writeFile("web.stdout.0", "zero\n")
+		p := h.daemon(target("web", "stdout"))
+		defer p.stop()
+		h.waitLines(1) // the tailer holds .0 open now
+		// .1 appears as a regular file and is swapped for a symlink
+		// before anything reads it; then logmon goes on with .2.
+		h.writeFile("web.stdout.1.tmp", "one\n")
+		require.NoError(t, os.Symlink(canary, filepath.Join(h.logDir(), "link")))
+		require.NoError(t, os.Rename(filepath.Join(h.logDir(), "link"), filepath.Join(h.logDir(), "web.stdout.1")))
+		h.writeFile("web.stdout.2", "two\n")
+		got := h.waitLines(2)
+		assert.Equal(t, []string{"zero", "two"}, messages(got))
+		require.Eventually(t, func() bool { return testutil.ToFloat64(h.metrics.FilesRefused) == 1 }, 5*time.Second, time.Millisecond)
+	})
+	t.Run("checkpointed file swapped while the daemon was down", func(t *testing.T) {
+		h := newHarness(t)
+		h.writeFile("web.stdout.0", "zero\n")
+		h.runOnce(target("web", "stdout"))
+		require.NoError(t, os.Remove(filepath.Join(h.logDir(), "web.stdout.0")))
+		require.NoError(t, os.Symlink(canary, filepath.Join(h.logDir(), "web.stdout.0")))
+		h.writeFile("web.stdout.1", "one\n")
+		h.out = newMemOutput()
+		h.runOnce(target("web", "stdout"))
+		assert.Equal(t, []string{"one"}, messages(h.out.lines(t)))
+	})
+}
+
+func TestManyFilesAreNotAllOpenedAtOnce(t *testing.T) {
+	h := newHarness(t)
+	const files = 5000
+	var want []string
+	for i := range files {
+		h.writeFile(fmt.Sprintf("app.stdout.%d", i), fmt.Sprintf("file %d\n", i))
+		want = append(want, fmt.Sprintf("file %d", i))
+	}
+	base := openFDs(t)
+	maxSeen := 0
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				maxSeen = max(maxSeen, openFDs(t))
+			}
+		}
+	}()
+	h.runOnce(target("app", "stdout"))
+	close(stop)
+	<-sampled
+	assert.Equal(t, want, messages(h.out.lines(t)))
+	// The pipeline's own descriptors (inotify, the checkpoint) plus at most
+	// MaxOpenFiles log files of the one stream.
+	assert.LessOrEqual(t, maxSeen-base, tailer.MaxOpenFiles+8)
+}
+
+func openFDs(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	return len(entries)
+}
+
+// Idle streams must not sit on the output's batch buffers: with more
+// streams than buffers (the harness has 8), a stream that wakes up and
+// finds nothing new gives its buffer back.
+func TestIdleStreamsHoldNoBatchBuffers(t *testing.T) {
+	h := newHarness(t)
+	h.poll = time.Millisecond // idle streams wake up all the time
+	var targets []enrich.Desired
+	for i := range 30 {
+		task := fmt.Sprintf("t%02d", i)
+		h.writeFile(task+".stdout.0", task+" first\n")
+		targets = append(targets, target(task, "stdout"))
+	}
+	p := h.daemon(targets...)
+	defer p.stop()
+	h.waitLines(30)
+	for i := range 30 {
+		h.appendFile(fmt.Sprintf("t%02d.stdout.0", i), fmt.Sprintf("t%02d second\n", i))
+	}
+	got := h.waitLines(60)
+	assert.Len(t, got, 60)
 }

@@ -112,7 +112,7 @@ func offsetsForget(w io.Writer, path string, allocIDs []string) error {
 		return fmt.Errorf("%w; stop the daemon first", err)
 	}
 	defer unlock()
-	store, err := checkpoint.Open(path)
+	store, err := checkpoint.Open(path, nil)
 	if err != nil {
 		return err
 	}

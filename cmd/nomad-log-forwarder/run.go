@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/forward"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/telemetry"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/tailer"
 )
 
@@ -48,6 +51,7 @@ type runFlags struct {
 	metaKeys           []string
 	logLevel           string
 	logFormat          string
+	metricsAddr        string
 
 	// HTTP output only.
 	batchBytes    int
@@ -77,6 +81,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's ID, rendered as nomad.node_id (default: asked from /v1/agent/self; with --offline, taken from --allocs-file)")
 	fs.StringArrayVar(&f.namespaces, "namespace", nil, "tail only this namespace (repeatable; default all)")
 	fs.StringArrayVar(&f.metaKeys, "meta", nil, "copy this task/group/job meta key into nomad.meta.KEY (repeatable)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9465", "serve Prometheus /metrics and /healthz here (empty: off)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
 	fs.IntVar(&f.batchBytes, "batch-bytes", 1<<20, "HTTP output: largest request body before compression (halved when the receiver answers 413)")
@@ -150,7 +155,9 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 
-	writer, err := newOutput(f, stdout, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	writer, err := newOutput(f, stdout, log, reg)
 	if err != nil {
 		return err
 	}
@@ -159,7 +166,7 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 		return err
 	}
 	defer unlock()
-	store, err := checkpoint.Open(f.checkpointPath)
+	store, err := checkpoint.Open(f.checkpointPath, checkpoint.NewMetrics(reg))
 	if err != nil {
 		return err
 	}
@@ -199,6 +206,7 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 		}
 	}
 
+	reg.MustRegister(tailer.NewLagCollector(root, store))
 	watcher, err := tailer.NewWatcher(log)
 	if err != nil {
 		log.Warn("inotify is unavailable; every stream polls", zap.Error(err))
@@ -207,6 +215,7 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	manager := tailer.NewManager(tailer.Config{
 		Root: root, Output: writer, Checkpoint: store, Watcher: watcher,
 		ReadFrom: f.readFrom, MaxLineBytes: f.maxLineBytes, DrainDelay: f.drainDelay, Log: log,
+		Metrics: tailer.NewMetrics(reg),
 	})
 
 	// The writer outlives the streams: it gets its own context, cancelled
@@ -230,6 +239,14 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	})
 	if watcher != nil {
 		wg.Go(func() { watcher.Run(bgCtx) })
+	}
+	if f.metricsAddr != "" {
+		checks := []telemetry.Check{{Name: "checkpoint", Check: store.Healthy}}
+		wg.Go(func() {
+			if err := telemetry.Serve(bgCtx, f.metricsAddr, telemetry.Handler(reg, checks)); err != nil {
+				log.Warn("metrics and health endpoint unavailable; forwarding goes on", zap.Error(err))
+			}
+		})
 	}
 
 	if f.once {
@@ -281,13 +298,13 @@ type socketWriter struct {
 func (w socketWriter) String() string { return w.out.String() }
 
 // newOutput picks the writer that --output names.
-func newOutput(f *runFlags, stdout io.Writer, log *zap.Logger) (output, error) {
+func newOutput(f *runFlags, stdout io.Writer, log *zap.Logger, reg prometheus.Registerer) (output, error) {
 	if !forward.IsHTTP(f.output) {
 		out, err := forward.ParseOutput(f.output, stdout)
 		if err != nil {
 			return nil, err
 		}
-		return socketWriter{Writer: forward.New(forward.Config{Output: out, Log: log}), out: out}, nil
+		return socketWriter{Writer: forward.New(forward.Config{Output: out, Log: log, Metrics: forward.NewMetrics(reg)}), out: out}, nil
 	}
 	u, err := forward.ParseHTTPURL(f.output)
 	if err != nil {
@@ -310,5 +327,6 @@ func newOutput(f *runFlags, stdout io.Writer, log *zap.Logger) (output, error) {
 		URL: u, Header: header, TLS: tlsCfg,
 		RequestBytes: f.batchBytes, FlushInterval: f.flushInterval, Inflight: f.inflight, Timeout: f.httpTimeout,
 		SourceWindow: tailer.BatchesPerStream, Log: log,
+		Metrics: forward.NewMetrics(reg), HTTPMetrics: forward.NewHTTPMetrics(reg),
 	}), nil
 }

@@ -23,6 +23,7 @@ type Receiver struct {
 	ln      net.Listener
 	conns   map[net.Conn]bool
 	lines   [][]byte
+	arrived []time.Time
 	partial int // connections that ended in the middle of a line
 	wg      sync.WaitGroup
 	// Delay, when set, is slept after each read: a slow receiver.
@@ -117,6 +118,7 @@ func (r *Receiver) serve(c net.Conn) {
 		pending = nil
 		r.mu.Lock()
 		r.lines = append(r.lines, bytes.Clone(line))
+		r.arrived = append(r.arrived, time.Now())
 		delay := r.delay
 		r.mu.Unlock()
 		if delay > 0 {
@@ -132,19 +134,18 @@ func (r *Receiver) Lines() [][]byte {
 	return append([][]byte(nil), r.lines...)
 }
 
+// Arrivals returns when each line of Lines arrived.
+func (r *Receiver) Arrivals() []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]time.Time(nil), r.arrived...)
+}
+
 // Count is how many lines were received.
 func (r *Receiver) Count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.lines)
-}
-
-// Open is how many connections are open. Once a sender has exited, 0
-// means every byte it sent has been read and recorded.
-func (r *Receiver) Open() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.conns)
 }
 
 // Partial is how many connections ended in the middle of a line.
@@ -154,7 +155,8 @@ func (r *Receiver) Partial() int {
 	return r.partial
 }
 
-// Stop closes the listener and every connection gracefully (FIN).
+// Stop closes the listener and every connection gracefully: FIN first,
+// then whatever the sender still sends is read until it closes too.
 func (r *Receiver) Stop() { r.stop(false) }
 
 // Reset closes the listener and resets every connection (RST): data the
@@ -183,9 +185,15 @@ func (r *Receiver) stop(reset bool) {
 	if reset {
 		r.ResetConns()
 	} else {
+		// A graceful close: say we are done (FIN) but read on until the
+		// sender closes its side, so nothing it sent is thrown away.
 		r.mu.Lock()
 		for c := range r.conns {
-			c.Close()
+			if hc, ok := c.(interface{ CloseWrite() error }); ok {
+				hc.CloseWrite()
+			} else {
+				c.Close()
+			}
 		}
 		r.mu.Unlock()
 	}

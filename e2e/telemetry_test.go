@@ -1,0 +1,63 @@
+package e2e_test
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/e2e"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/recv"
+)
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestMetricsAndHealth(t *testing.T) {
+	allocDir := t.TempDir()
+	e2e.CopyDir(t, filepath.Join(fixtures, "alloc-logs"), allocDir)
+	r, err := recv.Listen("")
+	require.NoError(t, err)
+	defer r.Stop()
+	addr := freeAddr(t)
+	e2e.Start(t, "run", "--offline", "--alloc-dir", allocDir, "--allocs-file", filepath.Join(fixtures, "api", "node-allocations.json"),
+		"--checkpoint", filepath.Join(t.TempDir(), "cp"), "--output", r.URL(), "--metrics-addr", addr)
+	require.Eventually(t, func() bool { return r.Count() > 3000 }, 20*time.Second, 10*time.Millisecond)
+
+	var body string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 10*time.Millisecond)
+	for _, m := range []string{
+		`nlf_lines_forwarded_total{job="burst",namespace="default"}`,
+		"nlf_lines_read_total", "nlf_output_connects_total 1", "nlf_targets_active 6",
+		"nlf_checkpoint_saves_total", "nlf_lag_bytes", "nlf_files_skipped_total 0",
+	} {
+		assert.Contains(t, body, m)
+	}
+
+	resp, err := http.Get("http://" + addr + "/healthz")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	var h map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&h))
+	assert.Equal(t, "ok", h["status"])
+}
