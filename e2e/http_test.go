@@ -2,6 +2,8 @@ package e2e_test
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -114,12 +116,26 @@ func TestHTTPOutputCommitsNothingUntilTheReceiverAnswers(t *testing.T) {
 	defer fv.Close()
 	fv.SetMode(fakevector.Fail)
 	ckpt := filepath.Join(t.TempDir(), "checkpoint.msgpack")
+	metricsAddr := freeAddr(t)
 	p := e2e.Start(t, "run", "--offline", "--alloc-dir", allocDir, "--checkpoint", ckpt, "--output", fv.URL(),
-		"--checkpoint-interval", "10ms", "--flush-interval", "10ms")
+		"--checkpoint-interval", "10ms", "--flush-interval", "10ms", "--metrics-addr", metricsAddr)
 	// Wait for the resends, and for a checkpoint save after the streams
 	// started (they commit their start at once).
 	require.Eventually(t, func() bool { return fv.Status(500) >= 3 && !modTime(ckpt).IsZero() }, 10*time.Second, time.Millisecond)
 	assert.Contains(t, p.Stderr(), "retrying")
+	var metrics string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		metrics = string(b)
+		return strings.Contains(metrics, `nlf_output_http_retries_total{reason="server_error"}`)
+	}, 10*time.Second, 10*time.Millisecond)
+	assert.Contains(t, metrics, `nlf_output_http_requests_total{code="500"}`)
+	assert.Contains(t, metrics, "nlf_output_lines_total 0", "nothing confirmed")
 	p.Kill()
 
 	// Nothing was confirmed, so the checkpoint holds every stream at its

@@ -36,18 +36,18 @@ const (
 func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
 	m := &HTTPMetrics{
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nlf_http_requests_total", Help: "HTTP output requests by answer: status code, or \"error\" for none."}, []string{"code"}),
+			Name: "nlf_output_http_requests_total", Help: "HTTP output requests by answer: status code, or \"error\" for none."}, []string{"code"}),
 		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nlf_http_retries_total", Help: "HTTP output resends of the same lines, by reason."}, []string{"reason"}),
+			Name: "nlf_output_http_retries_total", Help: "HTTP output resends of the same lines, by reason."}, []string{"reason"}),
 		PoisonLines: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nlf_http_poison_lines_total", Help: "Lines the receiver refused on their own (400 or 413): skipped and logged with file and offset."}),
+			Name: "nlf_output_http_poison_lines_total", Help: "Lines the receiver refused on their own (400 or 413): skipped and logged with file and offset."}),
 		BytesSent: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nlf_http_sent_bytes_total", Help: "Compressed HTTP request bodies sent, resends included."}),
+			Name: "nlf_output_http_sent_bytes_total", Help: "Compressed HTTP request bodies sent, resends included."}),
 		RequestSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "nlf_http_request_duration_seconds", Help: "Time from sending an HTTP output request to its answer.",
+			Name: "nlf_output_http_request_duration_seconds", Help: "Time from sending an HTTP output request to its answer.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}),
 		RequestLimit: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nlf_http_request_limit_bytes", Help: "Current request size limit before compression (--batch-bytes, halved on each 413)."}),
+			Name: "nlf_output_http_request_limit_bytes", Help: "Current request size limit before compression (--batch-bytes, halved on each 413)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.Retries, m.PoisonLines, m.BytesSent, m.RequestSeconds, m.RequestLimit)
