@@ -47,7 +47,7 @@ func ParseOutput(spec string, stdout io.Writer) (Output, error) {
 		}
 		return &netOutput{network: "unix", address: path}, nil
 	}
-	return nil, fmt.Errorf("output %q: unknown scheme %q (want stdout, tcp://HOST:PORT or unix:///PATH)", spec, strings.TrimSuffix(u.Scheme, ":"))
+	return nil, fmt.Errorf("output %q: unknown scheme %q (want stdout, tcp://HOST:PORT, unix:///PATH, http://HOST:PORT/PATH or https://HOST:PORT/PATH)", spec, strings.TrimSuffix(u.Scheme, ":"))
 }
 
 type netOutput struct {

@@ -28,6 +28,9 @@ const (
 	// maxInflight is how many batches of one stream the output may hold.
 	// Two let a stream render its next batch while the last one is written.
 	maxInflight = 2
+	// BatchesPerStream tells outputs how many batches of one stream they
+	// may hold at once.
+	BatchesPerStream = maxInflight
 	// readChunk is the size of one read from a log file.
 	readChunk = 128 << 10
 )

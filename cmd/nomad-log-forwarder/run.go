@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -54,6 +56,14 @@ type runFlags struct {
 	logLevel           string
 	logFormat          string
 	metricsAddr        string
+
+	// HTTP output only.
+	batchBytes    int
+	flushInterval time.Duration
+	inflight      int
+	httpHeaders   []string
+	httpTimeout   time.Duration
+	tls           forward.TLSOptions
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
@@ -63,7 +73,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.allocDir, "alloc-dir", defaultAllocDir, "Nomad client's alloc dir (<data_dir>/alloc)")
 	fs.StringVar(&f.checkpointPath, "checkpoint", defaultCheckpoint, "checkpoint file (msgpack); keep it outside any alloc dir")
 	fs.DurationVar(&f.checkpointInterval, "checkpoint-interval", time.Second, "how often the checkpoint is saved when something changed")
-	fs.StringVar(&f.output, "output", "stdout", "where lines go: stdout, tcp://HOST:PORT or unix:///PATH")
+	fs.StringVar(&f.output, "output", "stdout", "where lines go: stdout, tcp://HOST:PORT, unix:///PATH, or http(s)://HOST:PORT/PATH (Vector's http_server source; offsets advance only once it confirms)")
 	fs.StringVar(&f.readFrom, "read-from", tailer.ReadFromBeginning, "where a stream with no checkpoint starts: beginning or end")
 	fs.IntVar(&f.maxLineBytes, "max-line-bytes", 102400, "longer lines are truncated to this many bytes and flagged \"truncated\": true")
 	fs.BoolVar(&f.once, "once", false, "read every stream to its end, emit partial last lines, and exit")
@@ -72,12 +82,21 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.DurationVar(&f.drainDelay, "drain-delay", 10*time.Second, "a stopped allocation's stream is retired after this long with no new bytes")
 	fs.DurationVar(&f.reconcileInterval, "reconcile-interval", 30*time.Second, "how often the full list of allocations is fetched (or the alloc dir rescanned)")
 	fs.StringVar(&f.nomadAddr, "nomad-addr", "", "Nomad HTTP API address (default: NOMAD_ADDR, or the task API socket)")
-	fs.StringVar(&f.nodeID, "node-id", "", "this node's ID (default: asked from /v1/agent/self)")
+	fs.StringVar(&f.nodeID, "node-id", "", "this node's ID, rendered as nomad.node_id (default: asked from /v1/agent/self; with --offline, taken from --allocs-file)")
 	fs.StringArrayVar(&f.namespaces, "namespace", nil, "tail only this namespace (repeatable; default all)")
 	fs.StringArrayVar(&f.metaKeys, "meta", nil, "copy this task/group/job meta key into nomad.meta.KEY (repeatable)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9465", "serve Prometheus /metrics and /healthz here (empty: off)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
+	fs.IntVar(&f.batchBytes, "batch-bytes", 1<<20, "HTTP output: largest request body before compression (halved when the receiver answers 413)")
+	fs.DurationVar(&f.flushInterval, "flush-interval", 200*time.Millisecond, "HTTP output: longest a line waits for its request to fill")
+	fs.IntVar(&f.inflight, "inflight", 2, "HTTP output: requests awaiting their answer at once")
+	fs.StringArrayVar(&f.httpHeaders, "http-header", nil, "HTTP output: add header 'Name: value' to every request (repeatable; values are never logged)")
+	fs.DurationVar(&f.httpTimeout, "http-timeout", 60*time.Second, "HTTP output: how long one request may wait for its answer (Vector answers once its sinks confirm)")
+	fs.StringVar(&f.tls.CAFile, "tls-ca", "", "HTTPS output: PEM CA bundle to verify the server with (default: the system's)")
+	fs.StringVar(&f.tls.CertFile, "tls-cert", "", "HTTPS output: PEM client certificate, for a server that verifies clients")
+	fs.StringVar(&f.tls.KeyFile, "tls-key", "", "HTTPS output: PEM key of --tls-cert")
+	fs.BoolVar(&f.tls.SkipVerify, "tls-skip-verify", false, "HTTPS output: do not verify the server's certificate (testing only)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -97,6 +116,18 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 		return nil, fmt.Errorf("--drain-delay must not be negative")
 	case f.allocsFile != "" && !f.offline:
 		return nil, fmt.Errorf("--allocs-file needs --offline")
+	case f.batchBytes <= 0:
+		return nil, fmt.Errorf("--batch-bytes must be positive")
+	case f.flushInterval <= 0:
+		return nil, fmt.Errorf("--flush-interval must be positive")
+	case f.inflight <= 0:
+		return nil, fmt.Errorf("--inflight must be positive")
+	case f.httpTimeout <= 0:
+		return nil, fmt.Errorf("--http-timeout must be positive")
+	case len(f.httpHeaders) > 0 && !forward.IsHTTP(f.output):
+		return nil, fmt.Errorf("--http-header needs an http:// or https:// --output")
+	case f.tls.Set() && !strings.HasPrefix(f.output, "https://"):
+		return nil, fmt.Errorf("--tls-* options need an https:// --output")
 	}
 	if f.nodeID != "" {
 		if err := enrich.ValidNodeID(f.nodeID); err != nil {
@@ -133,7 +164,9 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 
-	out, err := forward.ParseOutput(f.output, stdout)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	writer, err := newOutput(f, stdout, log, reg)
 	if err != nil {
 		return err
 	}
@@ -142,8 +175,6 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 		return err
 	}
 	defer unlock()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	store, err := checkpoint.Open(f.checkpointPath, checkpoint.NewMetrics(reg))
 	if err != nil {
 		return err
@@ -167,6 +198,12 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 			if len(scanner.Allocs) > 0 {
 				scanner.Node = enrich.Node{ID: scanner.Allocs[0].NodeID, Name: scanner.Allocs[0].NodeName}
 			}
+		}
+		if f.nodeID != "" {
+			scanner.Node.ID = f.nodeID
+		}
+		if forward.IsHTTP(f.output) && scanner.Node.ID == "" {
+			log.Warn("this node's ID is unknown, so lines carry no nomad.node_id: file + offset alone do not identify a line across nodes; pass --node-id (or --allocs-file)")
 		}
 		if f.once {
 			if once, err = scanner.Scan(); err != nil {
@@ -200,7 +237,6 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	}
 
 	reg.MustRegister(tailer.NewLagCollector(root, store))
-	writer := forward.New(forward.Config{Output: out, Log: log, Metrics: forward.NewMetrics(reg)})
 	watcher, err := tailer.NewWatcher(log)
 	if err != nil {
 		log.Warn("inotify is unavailable; every stream polls", zap.Error(err))
@@ -243,12 +279,12 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	}
 
 	if f.once {
-		log.Info("reading every stream to its end", zap.Int("streams", len(once)), zap.Stringer("output", out))
+		log.Info("reading every stream to its end", zap.Int("streams", len(once)), zap.Stringer("output", writer))
 		_ = manager.RunOnce(ctx, once)
 	} else {
 		updates := make(chan []enrich.Desired)
 		wg.Go(func() { discover(bgCtx, updates) })
-		log.Info("forwarding task logs", zap.String("alloc_dir", root.Path()), zap.Stringer("output", out))
+		log.Info("forwarding task logs", zap.String("alloc_dir", root.Path()), zap.Stringer("output", writer))
 		_ = manager.Run(ctx, updates)
 	}
 
@@ -287,4 +323,54 @@ func syncedWithin(lastSync func() time.Time, maxAge time.Duration) func() error 
 		}
 		return nil
 	}
+}
+
+// output is what the tailer writes to and run drives: a *forward.Writer
+// or a *forward.HTTPWriter.
+type output interface {
+	tailer.Output
+	Run(ctx context.Context) error
+	Close()
+	String() string
+}
+
+type socketWriter struct {
+	*forward.Writer
+	out forward.Output
+}
+
+func (w socketWriter) String() string { return w.out.String() }
+
+// newOutput picks the writer that --output names.
+func newOutput(f *runFlags, stdout io.Writer, log *zap.Logger, reg prometheus.Registerer) (output, error) {
+	if !forward.IsHTTP(f.output) {
+		out, err := forward.ParseOutput(f.output, stdout)
+		if err != nil {
+			return nil, err
+		}
+		return socketWriter{Writer: forward.New(forward.Config{Output: out, Log: log, Metrics: forward.NewMetrics(reg)}), out: out}, nil
+	}
+	u, err := forward.ParseHTTPURL(f.output)
+	if err != nil {
+		return nil, err
+	}
+	header, err := forward.ParseHeaders(f.httpHeaders)
+	if err != nil {
+		return nil, err
+	}
+	var tlsCfg *tls.Config
+	if u.Scheme == "https" {
+		if tlsCfg, err = f.tls.Config(); err != nil {
+			return nil, err
+		}
+	}
+	if len(header) > 0 {
+		log.Info("HTTP output sends extra headers", zap.Strings("headers", forward.HeaderNames(header)))
+	}
+	return forward.NewHTTP(forward.HTTPConfig{
+		URL: u, Header: header, TLS: tlsCfg,
+		RequestBytes: f.batchBytes, FlushInterval: f.flushInterval, Inflight: f.inflight, Timeout: f.httpTimeout,
+		SourceWindow: tailer.BatchesPerStream, Log: log,
+		Metrics: forward.NewMetrics(reg), HTTPMetrics: forward.NewHTTPMetrics(reg),
+	}), nil
 }

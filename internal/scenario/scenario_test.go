@@ -1,0 +1,56 @@
+package scenario
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/logmon"
+)
+
+func rendered(node, stream string, seq int, file string, offset int) []byte {
+	return fmt.Appendf(nil, `{"message":"%s %07d xx","file":%q,"offset":%d,"nomad":{"node_id":%q}}`, stream, seq, file, offset, node)
+}
+
+// The checks the end-to-end tests rely on must see what they claim to.
+func TestCheckFindsMissingDuplicatesReordersAndKeyProblems(t *testing.T) {
+	streams, err := NewStreams(t.TempDir(), DefaultStreams[:1], logmon.Options{})
+	require.NoError(t, err)
+	defer streams[0].Close()
+	s := streams[0]
+	s.SetPoison("P", func(seq int) bool { return seq == 4 })
+	require.NoError(t, s.Write(6)) // lines 0..5, line 4 poison
+	name := s.Name
+	line := func(seq int) []byte { return rendered("n1", name, seq, "/f", seq*10) }
+
+	rep := Check("t", [][]byte{line(0), line(1), line(2), line(3), line(5)}, streams)
+	assert.True(t, rep.OK(), rep.Summary())
+	assert.Equal(t, 6, rep.Written)
+	assert.Equal(t, 5, rep.Expected)
+
+	rep = Check("t", [][]byte{line(0), line(1), line(2), line(1), line(2), line(3), line(5)}, streams)
+	assert.True(t, rep.OK(), "going back to resend is fine: %s", rep.Summary())
+	assert.Equal(t, 2, rep.Duplicates)
+
+	rep = Check("t", [][]byte{line(0), line(2), line(1), line(3), line(5)}, streams)
+	assert.Equal(t, 1, rep.OrderViolations, rep.Summary())
+	assert.False(t, rep.OK())
+
+	rep = Check("t", [][]byte{line(0), line(1), line(3), line(5)}, streams)
+	assert.Equal(t, 1, rep.Missing)
+	assert.Equal(t, 2, rep.PerStream[name].FirstMissing)
+	assert.Contains(t, rep.Summary(), "result=FAIL")
+
+	rep = Check("t", [][]byte{line(0), line(1), line(2), line(3), line(4), line(5)}, streams)
+	assert.Equal(t, 1, rep.PoisonAccepted)
+
+	rep = Check("t", [][]byte{line(0), line(1), line(2), rendered("n1", name, 3, "/f", 0), line(5)}, streams)
+	assert.Equal(t, 1, rep.KeyCollisions, "line 3 with line 0's key")
+	rep = Check("t", [][]byte{line(0), line(1), line(2), line(3), rendered("n2", name, 3, "/f", 30), line(5)}, streams)
+	assert.Equal(t, 1, rep.KeyMismatches, "two copies of line 3 with different keys")
+
+	rep = Check("t", [][]byte{[]byte("garbage")}, streams)
+	assert.Equal(t, 1, rep.Unparsed)
+}
