@@ -35,6 +35,11 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
+		// Tests may run the binary as another user.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			buildErr = err
+			return
+		}
 		binPath = filepath.Join(dir, "nomad-log-forwarder")
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
@@ -63,9 +68,19 @@ type Process struct {
 // Start runs the binary with args.
 func Start(t testing.TB, args ...string) *Process {
 	t.Helper()
+	return StartAs(t, nil, args...)
+}
+
+// StartAs runs the binary with args as the user cred names (nil: as this
+// process).
+func StartAs(t testing.TB, cred *syscall.Credential, args ...string) *Process {
+	t.Helper()
 	p := &Process{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(Binary(t), args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if cred != nil {
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

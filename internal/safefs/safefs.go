@@ -48,7 +48,10 @@ func OpenRoot(path string) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve alloc dir %s: %w", path, err)
 	}
-	fd, err := unix.Open(abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// O_PATH: the root is only ever a starting point for *at calls, and
+	// Nomad makes <data_dir>/alloc mode 0711, which a non-root daemon may
+	// traverse but not read (open it for reading).
+	fd, err := unix.Open(abs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open alloc dir %s: %w", abs, &fs.PathError{Op: "open", Path: abs, Err: err})
 	}
