@@ -29,40 +29,6 @@ const (
 	failedBatch     = "b224a5bb-2a7a-41c1-0927-0a6e3f1d9428" // failing.once[0], failed before we start
 )
 
-// apiLine is an output line with every metadata key the API gives.
-type apiLine struct {
-	Message string `json:"message"`
-	Stream  string `json:"stream"`
-	File    string `json:"file"`
-	Offset  int64  `json:"offset"`
-	Nomad   struct {
-		Namespace  string            `json:"namespace"`
-		NodeID     string            `json:"node_id"`
-		NodeName   string            `json:"node_name"`
-		Datacenter string            `json:"datacenter"`
-		JobID      string            `json:"job_id"`
-		JobName    string            `json:"job_name"`
-		JobType    string            `json:"job_type"`
-		GroupName  string            `json:"group_name"`
-		TaskName   string            `json:"task_name"`
-		AllocID    string            `json:"alloc_id"`
-		AllocName  string            `json:"alloc_name"`
-		AllocIndex *int              `json:"alloc_index"`
-		Meta       map[string]string `json:"meta"`
-	} `json:"nomad"`
-}
-
-func decodeAPI(t *testing.T, raw [][]byte) []apiLine {
-	t.Helper()
-	out := make([]apiLine, 0, len(raw))
-	for _, r := range raw {
-		var l apiLine
-		require.NoError(t, json.Unmarshal(r, &l), "invalid JSON line %q", r)
-		out = append(out, l)
-	}
-	return out
-}
-
 // world is a node: an alloc dir with the captured logs, a fake Nomad API
 // listing the captured allocations, a receiver, a checkpoint path.
 type world struct {
@@ -169,14 +135,14 @@ func TestDiscoveryShipsEveryStreamWithMetadata(t *testing.T) {
 		assert.False(t, done, "%s of the running allocation is not finished", stream)
 	}
 
-	got := decodeAPI(t, w.recv.Lines())
+	got := decode(t, w.recv.Lines())
 	perFile := map[string]int{}
 	for _, l := range got {
 		perFile[l.File]++
 	}
 	assert.Equal(t, want, perFile, "every line exactly once")
 
-	byAlloc := map[string]apiLine{}
+	byAlloc := map[string]line{}
 	for _, l := range got {
 		byAlloc[l.Nomad.AllocID] = l
 	}
@@ -231,7 +197,7 @@ func TestNewAllocationFirstLineWithinTwoSeconds(t *testing.T) {
 	w.newAlloc(late, 3)
 	require.Eventually(t, func() bool { return w.has("written before the API listed it") }, 2*time.Second, 5*time.Millisecond)
 
-	for _, l := range decodeAPI(t, w.recv.Lines()) {
+	for _, l := range decode(t, w.recv.Lines()) {
 		switch l.Nomad.AllocID {
 		case pending:
 			assert.Equal(t, "chatty.web[2]", l.Nomad.AllocName)
@@ -353,7 +319,7 @@ func TestOnceWithTheAPI(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	require.Eventually(t, func() bool { return w.recv.Open() == 0 }, 10*time.Second, time.Millisecond)
 	perFile := map[string]int{}
-	for _, l := range decodeAPI(t, w.recv.Lines()) {
+	for _, l := range decode(t, w.recv.Lines()) {
 		perFile[l.File]++
 		assert.Equal(t, "dc1", l.Nomad.Datacenter)
 	}

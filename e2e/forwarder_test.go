@@ -25,6 +25,7 @@ import (
 
 const fixtures = "../testdata/nomad-2.0.5"
 
+// line is one output line, every key the schema has.
 type line struct {
 	Timestamp string `json:"timestamp"`
 	Message   string `json:"message"`
@@ -33,16 +34,19 @@ type line struct {
 	Offset    int64  `json:"offset"`
 	Truncated bool   `json:"truncated"`
 	Nomad     struct {
-		Namespace  string `json:"namespace"`
-		NodeID     string `json:"node_id"`
-		NodeName   string `json:"node_name"`
-		JobName    string `json:"job_name"`
-		JobType    string `json:"job_type"`
-		GroupName  string `json:"group_name"`
-		TaskName   string `json:"task_name"`
-		AllocID    string `json:"alloc_id"`
-		AllocName  string `json:"alloc_name"`
-		AllocIndex *int   `json:"alloc_index"`
+		Namespace  string            `json:"namespace"`
+		NodeID     string            `json:"node_id"`
+		NodeName   string            `json:"node_name"`
+		Datacenter string            `json:"datacenter"`
+		JobID      string            `json:"job_id"`
+		JobName    string            `json:"job_name"`
+		JobType    string            `json:"job_type"`
+		GroupName  string            `json:"group_name"`
+		TaskName   string            `json:"task_name"`
+		AllocID    string            `json:"alloc_id"`
+		AllocName  string            `json:"alloc_name"`
+		AllocIndex *int              `json:"alloc_index"`
+		Meta       map[string]string `json:"meta"`
 	} `json:"nomad"`
 }
 
