@@ -24,6 +24,10 @@ type Receiver struct {
 	conns   map[net.Conn]bool
 	lines   [][]byte
 	arrived []time.Time
+	// keepOnly, when set, keeps only the lines that contain it; the
+	// others are counted, not stored (a flood would not fit in memory).
+	keepOnly []byte
+	count    int
 	partial int // connections that ended in the middle of a line
 	wg      sync.WaitGroup
 	// Delay, when set, is slept after each read: a slow receiver.
@@ -117,8 +121,11 @@ func (r *Receiver) serve(c net.Conn) {
 		line := append(pending, chunk[:len(chunk)-1]...)
 		pending = nil
 		r.mu.Lock()
-		r.lines = append(r.lines, bytes.Clone(line))
-		r.arrived = append(r.arrived, time.Now())
+		r.count++
+		if r.keepOnly == nil || bytes.Contains(line, r.keepOnly) {
+			r.lines = append(r.lines, bytes.Clone(line))
+			r.arrived = append(r.arrived, time.Now())
+		}
 		delay := r.delay
 		r.mu.Unlock()
 		if delay > 0 {
@@ -134,6 +141,14 @@ func (r *Receiver) Lines() [][]byte {
 	return append([][]byte(nil), r.lines...)
 }
 
+// KeepOnlyMatching makes the receiver store only the lines that contain
+// substr from now on (Lines, Arrivals); Count still counts every line.
+func (r *Receiver) KeepOnlyMatching(substr string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.keepOnly = []byte(substr)
+}
+
 // Arrivals returns when each line of Lines arrived.
 func (r *Receiver) Arrivals() []time.Time {
 	r.mu.Lock()
@@ -143,6 +158,13 @@ func (r *Receiver) Arrivals() []time.Time {
 
 // Count is how many lines were received.
 func (r *Receiver) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count
+}
+
+// Kept is how many lines are stored (all of them unless KeepOnlyMatching).
+func (r *Receiver) Kept() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.lines)
