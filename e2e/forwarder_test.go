@@ -94,12 +94,20 @@ func TestOnceShipsTheFixtureWithMetadata(t *testing.T) {
 				"--checkpoint", ckpt, "--output", r.URL())
 			require.Equal(t, 0, code, stderr)
 
+			// The forwarder exits once the kernel took its bytes; the
+			// receiver may still be reading them.
+			want := fixtureLines(t, allocDir)
+			total := 0
+			for _, n := range want {
+				total += n
+			}
+			require.Eventually(t, func() bool { return r.Count() >= total }, 10*time.Second, 5*time.Millisecond)
 			got := decode(t, r.Lines())
 			perFile := map[string]int{}
 			for _, l := range got {
 				perFile[l.File]++
 			}
-			assert.Equal(t, fixtureLines(t, allocDir), perFile)
+			assert.Equal(t, want, perFile)
 
 			byMessage := map[string]line{}
 			for _, l := range got {
