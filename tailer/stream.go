@@ -194,9 +194,7 @@ func (s *stream) run(ctx context.Context) error {
 		if err := s.pump(ctx); err != nil {
 			return nil // ctx ended
 		}
-		if s.batch != nil && s.batch.Lines > 0 {
-			s.submit()
-		}
+		s.submitOrRelease()
 		s.commitIdlePosition()
 		if s.terminal.Load() && s.nInflight == 0 {
 			if wait := s.cfg.DrainDelay - time.Since(s.lastData); wait <= 0 {
@@ -513,6 +511,21 @@ func (s *stream) submit() {
 	s.nInflight++
 	s.metrics.linesRead.Add(float64(b.Lines))
 	s.cfg.Output.Submit(b)
+}
+
+// submitOrRelease hands over the batch before the stream waits: submitted
+// when it holds lines, else given back to the pool. A waiting stream never
+// holds a buffer, or a node with more quiet streams than buffers would
+// leave the others none.
+func (s *stream) submitOrRelease() {
+	switch {
+	case s.batch == nil:
+	case s.batch.Lines > 0:
+		s.submit()
+	default:
+		s.cfg.Output.Release(s.batch)
+		s.batch = nil
+	}
 }
 
 // commitIdlePosition records progress that carried no line (moving to the

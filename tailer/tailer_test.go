@@ -352,3 +352,25 @@ func TestDrainRetiresAStoppedAllocation(t *testing.T) {
 		return ok && e.Finished
 	}, 10*time.Second, 5*time.Millisecond)
 }
+
+// The output has a fixed number of batch buffers (8 here); streams with
+// nothing to read must not sit on them, or streams beyond that number
+// wait forever for a buffer.
+func TestQuietStreamsDoNotHoldBatchBuffers(t *testing.T) {
+	h := newHarness(t)
+	const buffers, streams = 8, 20
+	var targets []enrich.Desired
+	for i := range streams {
+		task := fmt.Sprintf("task%02d", i)
+		h.writeFile(task+".stdout.0", task+" first\n")
+		targets = append(targets, target(task, "stdout"))
+	}
+	// The first streams read their line and go quiet...
+	p := h.daemon(targets[:buffers]...)
+	defer p.stop()
+	h.waitLines(buffers)
+	// ...then more streams than there are buffers have lines to send.
+	p.updates <- targets
+	got := h.waitLines(streams)
+	assert.Len(t, got, streams)
+}
