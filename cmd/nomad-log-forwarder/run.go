@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -46,6 +48,7 @@ type runFlags struct {
 	metaKeys           []string
 	logLevel           string
 	logFormat          string
+	cpuProfile         string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
@@ -69,6 +72,8 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringArrayVar(&f.metaKeys, "meta", nil, "copy this task/group/job meta key into nomad.meta.KEY (repeatable)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for make bench)")
+	_ = fs.MarkHidden("cpuprofile")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -107,6 +112,14 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer log.Sync()
+	if f.cpuProfile != "" {
+		stop, err := startCPUProfile(f.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "nomad-log-forwarder run:", err)
+			return 1
+		}
+		defer stop()
+	}
 	if err := run(f, stdout, log); err != nil {
 		log.Error("nomad-log-forwarder stopped", zap.Error(err))
 		return 1
@@ -226,4 +239,19 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	}
 	log.Info("stopped; checkpoint saved", zap.String("checkpoint", store.Path()))
 	return nil
+}
+
+func startCPUProfile(path string) (stop func(), err error) {
+	out, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("start CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		out.Close()
+	}, nil
 }
