@@ -100,6 +100,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		stop    func() bool
 		group   = make([]*Batch, 0, w.cfg.Buffers)
 		bufs    = make(net.Buffers, 0, w.cfg.Buffers)
+		pending net.Buffers
 		backoff = backoff{min: 100 * time.Millisecond, max: w.cfg.MaxBackoff}
 		timer   = time.NewTimer(time.Hour)
 		dialed  bool
@@ -164,7 +165,10 @@ func (w *Writer) Run(ctx context.Context) error {
 		for _, b := range group {
 			bufs = append(bufs, b.Data)
 		}
-		if _, err := bufs.WriteTo(conn); err != nil {
+		// WriteTo consumes the slice it is called on: give it a copy of
+		// the header, so that bufs keeps its capacity for the next write.
+		pending = bufs
+		if _, err := pending.WriteTo(conn); err != nil {
 			w.cfg.Metrics.WriteErrors.Inc()
 			if ctx.Err() == nil {
 				w.cfg.Log.Warn("write to output failed; resending from the last commit",
