@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -29,9 +30,11 @@ type Config struct {
 	// streams each); Rate the lines per second of each stream.
 	Allocs int
 	Rate   int
-	// ManyStreams and Idle are the measured windows of those scenarios.
+	// ManyStreams and Idle are the measured windows of those scenarios;
+	// Settle is the pause before each, so that start-up work is over.
 	ManyStreams time.Duration
 	Idle        time.Duration
+	Settle      time.Duration
 
 	// GoBench is a file with the output of `go test -bench -benchmem`,
 	// whose allocation figures become rows of the table.
@@ -50,6 +53,7 @@ func (c *Config) Defaults() {
 	c.Rate = orDefault(c.Rate, 100)
 	c.ManyStreams = orDefault(c.ManyStreams, 30*time.Second)
 	c.Idle = orDefault(c.Idle, 60*time.Second)
+	c.Settle = orDefault(c.Settle, 2*time.Second)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -174,4 +178,18 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		}
 	}
 	return rows, nil
+}
+
+// Machine describes the machine the figures come from.
+func Machine() string {
+	model := "unknown CPU"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for l := range strings.Lines(string(data)) {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d CPUs (%s), %s", runtime.NumCPU(), model, runtime.Version())
 }

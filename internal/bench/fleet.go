@@ -70,7 +70,7 @@ func (f *fleet) flush(s *liveStream, n int) error {
 	b := f.buf[:0]
 	for range n {
 		b = appendMark(b, s.id, s.seq, now)
-		b = append(f.gen.appendBody(b, len(b)-markLen+49+f.gen.rng.IntN(101)), '\n')
+		b = append(f.gen.appendBody(b, len(b)-markLen+30+f.gen.rng.IntN(121)), '\n')
 		s.seq++
 	}
 	f.buf = b

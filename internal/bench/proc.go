@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -20,10 +21,13 @@ type child struct {
 	output  *lockedBuffer
 	done    chan struct{}
 	err     error
+	// peak is the highest VmHWM seen; rssDone closes when trackRSS ends.
+	peak    atomic.Int64
+	rssDone chan struct{}
 }
 
 func startChild(bin string, args ...string) (*child, error) {
-	c := &child{name: bin, output: &lockedBuffer{}, done: make(chan struct{})}
+	c := &child{name: bin, output: &lockedBuffer{}, done: make(chan struct{}), rssDone: make(chan struct{})}
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Stdout, c.cmd.Stderr = c.output, c.output
 	c.started = time.Now()
@@ -34,13 +38,34 @@ func startChild(bin string, args ...string) (*child, error) {
 		c.err = c.cmd.Wait()
 		close(c.done)
 	}()
+	go c.trackRSS()
 	return c, nil
+}
+
+// trackRSS samples the process's peak RSS until it exits. The wait status
+// cannot tell it: os/exec starts a child with vfork, so the child's
+// ru_maxrss includes the harness's own RSS at the time of the exec.
+func (c *child) trackRSS() {
+	defer close(c.rssDone)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if rss, err := peakRSS(c.pid()); err == nil && rss > c.peak.Load() {
+			c.peak.Store(rss)
+		}
+		select {
+		case <-c.done:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
 
 // wait waits for the exit, which must be clean.
 func (c *child) wait(timeout time.Duration) error {
+	defer func() { <-c.rssDone }()
 	select {
 	case <-c.done:
 	case <-time.After(timeout):
@@ -65,13 +90,14 @@ func (c *child) stop() error {
 func (c *child) kill() {
 	c.cmd.Process.Kill()
 	<-c.done
+	<-c.rssDone
 }
 
-// usage is the CPU time (user+sys) and peak RSS of the exited process,
-// from its wait status.
+// usage is the CPU time (user+sys, from the wait status) and the peak RSS
+// (sampled every 5 ms) of the exited process.
 func (c *child) usage() (cpu time.Duration, peakRSS int64) {
 	ru := c.cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Maxrss << 10
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), c.peak.Load()
 }
 
 // cpuTime is the CPU time (user+sys, all threads) the running process has

@@ -210,8 +210,8 @@ func manyStreams(ctx context.Context, e *env) ([]Row, error) {
 	wg.Go(func() { writeErr = f.write(wctx, e.cfg.Rate) })
 	defer func() { stopWriters(); wg.Wait() }()
 
-	e.progress("writing %d lines/s to each of %d streams; measuring for %s after 2 s", e.cfg.Rate, len(f.streams), e.cfg.ManyStreams)
-	if err := sleep(ctx, 2*time.Second); err != nil { // to a steady state
+	e.progress("writing %d lines/s to each of %d streams; measuring for %s after %s", e.cfg.Rate, len(f.streams), e.cfg.ManyStreams, e.cfg.Settle)
+	if err := sleep(ctx, e.cfg.Settle); err != nil { // to a steady state
 		return nil, err
 	}
 	r.startRecording()
@@ -260,9 +260,9 @@ func idle(ctx context.Context, e *env) ([]Row, error) {
 		return nil, err
 	}
 	defer l.close()
-	e.progress("measuring for %s without writes after 2 s", e.cfg.Idle)
+	e.progress("measuring for %s without writes after %s", e.cfg.Idle, e.cfg.Settle)
 	// Let the first checkpoint saves and the start-up scan pass.
-	if err := sleep(ctx, 2*time.Second); err != nil {
+	if err := sleep(ctx, e.cfg.Settle); err != nil {
 		return nil, err
 	}
 	cpu, elapsed, err := cpuOver(ctx, l.daemon.pid(), e.cfg.Idle)
