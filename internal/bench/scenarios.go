@@ -159,9 +159,9 @@ func (e *env) startLive(ctx context.Context, name string) (*live, error) {
 		return nil, err
 	}
 	if err := r.waitCount(ctx, f.written.Load(), time.Minute); err != nil {
+		log := l.daemon.output.tail(2000)
 		l.close()
-		l.close()
-		return nil, fmt.Errorf("first lines of every stream: %w", err)
+		return nil, fmt.Errorf("first lines of every stream: %w; the forwarder's log ends with:\n%s", err, log)
 	}
 	return l, nil
 }
