@@ -28,8 +28,18 @@ demo: build
 	@echo
 	$(BIN) offsets list --checkpoint $(DEMO)/checkpoint.msgpack --alloc-dir testdata/nomad-2.0.5/alloc-logs
 
+# The Go benchmarks of the hot path (allocations per line), then the
+# end-to-end scenarios on the built binary against the yardstick; one table.
+# BENCH_FLAGS passes options to nlf-bench, e.g. BENCH_FLAGS="-quick" or
+# BENCH_FLAGS="-scenario many-streams -profile-dir build/profiles".
+BENCH_FLAGS ?=
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) build -o bin/ideal ./bench/ideal
+	$(GO) build -o bin/nlf-bench ./cmd/nlf-bench
+	@mkdir -p build
+	$(GO) test -run '^$$' -bench . -benchmem ./... > build/gobench.txt || { cat build/gobench.txt; exit 1; }
+	@grep -E '^(Benchmark|ok|FAIL|pkg)' build/gobench.txt
+	bin/nlf-bench -forwarder $(BIN) -ideal bin/ideal -gobench build/gobench.txt $(BENCH_FLAGS)
 
 fuzz:
 	$(GO) test ./tailer -run '^$$' -fuzz FuzzFramer -fuzztime 30s

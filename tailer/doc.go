@@ -18,6 +18,7 @@
 // is bounded by the output's batch buffers and one read buffer per stream
 // that is actively reading.
 //
-// Wake-ups come from one fsnotify watcher per process (one inotify watch per
-// alloc logs folder); a slow poll per stream is only the fallback.
+// Wake-ups come from one inotify instance per process (one watch per alloc
+// logs folder), which the Watcher reads in rounds of 25 ms rather than per
+// event; a slow poll per stream is only the safety net.
 package tailer

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"sync"
@@ -42,9 +41,26 @@ var errFinished = errors.New("stream already finished")
 // logFile is an open log file of a stream.
 type logFile struct {
 	f     *os.File
+	fd    int // f's descriptor, read with pread
 	index int64
 	dev   uint64
 	ino   uint64
+}
+
+// readAt is one pread. Unlike os.File.ReadAt it does not read again after
+// a short read: on a log file that is its end as it is now, and a second
+// system call per wake-up is measurable on a node with many streams.
+func (lf *logFile) readAt(buf []byte, off int64) (int, error) {
+	for {
+		n, err := syscall.Pread(lf.fd, buf, off)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return 0, &os.PathError{Op: "pread", Path: lf.f.Name(), Err: err}
+		}
+		return n, nil
+	}
 }
 
 func (lf *logFile) close() {
@@ -91,9 +107,16 @@ type stream struct {
 	inflight [maxInflight]pending // slot seq%maxInflight, written before Submit
 
 	// Shared with the watcher and the manager.
-	wake        chan struct{}
+	wake chan struct{}
+	// highestSeen is the highest index of this stream's files that an
+	// event or a listing named. A watched stream trusts it: it does not
+	// try to open a file no event named, which on a busy node would be
+	// a failed open per write.
 	highestSeen atomic.Int64
-	terminal    atomic.Bool
+	// lookAgain: events may have been lost (queue overflow, the folder
+	// went away): list the folder rather than trust highestSeen.
+	lookAgain atomic.Bool
+	terminal  atomic.Bool
 
 	// Owned by run.
 	files      []*logFile // open, ascending index
@@ -141,6 +164,9 @@ func newStream(cfg *Config, d enrich.Desired, markFinished bool, readBuf *sync.P
 // notify is called by the watcher: a file of this stream changed or
 // appeared (index >= 0), or something happened that it should look at.
 func (s *stream) notify(index int64) {
+	if index < 0 {
+		s.lookAgain.Store(true)
+	}
 	for {
 		cur := s.highestSeen.Load()
 		if index <= cur || s.highestSeen.CompareAndSwap(cur, index) {
@@ -193,9 +219,16 @@ func (s *stream) run(ctx context.Context) error {
 	s.lastData = time.Now()
 	poll := time.NewTimer(time.Hour)
 	defer poll.Stop()
+	// pump reads until the end of what exists; only a wake-up, a poll or
+	// a rewind can make more. (An ack alone does not: reading after each
+	// one would cost a read that finds nothing per batch.)
+	needRead := true
 	for {
-		if err := s.pump(ctx); err != nil {
-			return nil // ctx ended
+		if needRead {
+			if err := s.pump(ctx); err != nil {
+				return nil // ctx ended
+			}
+			needRead = false
 		}
 		s.submitOrRelease()
 		s.commitIdlePosition()
@@ -205,6 +238,7 @@ func (s *stream) run(ctx context.Context) error {
 				if err != nil || done {
 					return nil
 				}
+				needRead = true
 				continue
 			} else {
 				poll.Reset(min(wait, s.pollInterval()))
@@ -216,11 +250,14 @@ func (s *stream) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.wake:
-			s.openAhead()
+			s.onWake()
+			needRead = true
 		case a := <-s.acks:
 			s.handleAck(a)
+			needRead = needRead || !a.ok
 		case <-poll.C:
 			s.onPoll(absDir)
+			needRead = true
 		}
 	}
 }
@@ -232,10 +269,24 @@ func (s *stream) pollInterval() time.Duration {
 	return s.cfg.FallbackPollInterval
 }
 
+// onWake follows an event on the stream's files.
+func (s *stream) onWake() {
+	if s.lookAgain.Swap(false) {
+		s.refreshHighest()
+	}
+	s.openAhead()
+}
+
 // onPoll is the fallback for lost or missing inotify events.
 func (s *stream) onPoll(absDir string) {
 	if !s.watched {
 		s.watched = s.cfg.Watcher.subscribe(absDir, s.target.Task, s.target.Stream, s)
+	}
+	if s.watched {
+		// A safety net against lost events: list the folder. (An
+		// unwatched stream polls often, and tries to open the next file
+		// instead, which costs less than a listing.)
+		s.refreshHighest()
 	}
 	if s.openAhead() == 0 && len(s.files) == 0 {
 		s.refreshHighest()
@@ -342,6 +393,9 @@ func (s *stream) readPosition() Position {
 func (s *stream) pump(ctx context.Context) error {
 	// bufp is a pooled read buffer, held only while this stream can read.
 	var bufp *[]byte
+	// readSome: this call read bytes; one that read none checks whether
+	// the file was truncated.
+	readSome := false
 	defer func() {
 		if bufp != nil {
 			s.readBuf.Put(bufp)
@@ -360,7 +414,12 @@ func (s *stream) pump(ctx context.Context) error {
 		buf := *bufp
 		lf := s.files[s.readAt]
 		hadNext := s.readAt+1 < len(s.files)
-		n, err := lf.f.ReadAt(buf, s.readOff)
+		off := s.readOff
+		n, err := lf.readAt(buf, off)
+		if err != nil {
+			s.log.Warn("read failed; retrying at the next wake-up", zap.String("file", lf.f.Name()), zap.Error(err))
+			return nil
+		}
 		if n > 0 {
 			if !s.haveBatch() {
 				// Waiting for the output: give the read buffer back so
@@ -377,11 +436,13 @@ func (s *stream) pump(ctx context.Context) error {
 			s.timestamp = enrich.AppendTimestamp(s.timestamp[:0], s.lastData)
 			s.metrics.bytesRead.Add(float64(n))
 			s.consume(buf[:n], lf)
-			continue
-		}
-		if err != nil && !errors.Is(err, io.EOF) {
-			s.log.Warn("read failed; retrying at the next wake-up", zap.String("file", lf.f.Name()), zap.Error(err))
-			return nil
+			readSome = true
+			if n == len(buf) || s.readOff < off+int64(n) {
+				continue // more to read, or a batch to wait for first
+			}
+			// A short read ended at the end of the file as it is now:
+			// reading again would find nothing (a later write wakes the
+			// stream), and would cost a system call per wake-up.
 		}
 		if hadNext {
 			// logmon closes file N before it creates N+1, and N+1 existed
@@ -393,6 +454,10 @@ func (s *stream) pump(ctx context.Context) error {
 		if s.openAhead() > 0 {
 			continue // read N once more now that N+1 is known to exist
 		}
+		if readSome {
+			return nil
+		}
+		// Woken, but nothing to read: the file may have shrunk.
 		if size := fileSize(lf.f); size < s.readOff {
 			s.log.Warn("file shrank below the read offset (truncated); reading it again from the start",
 				zap.String("file", lf.f.Name()), zap.Int64("offset", s.readOff), zap.Int64("size", size))
@@ -484,7 +549,7 @@ func (s *stream) waitForBatch(ctx context.Context) error {
 		case a := <-s.acks:
 			s.handleAck(a)
 		case <-s.wake:
-			s.openAhead()
+			s.onWake()
 		}
 	}
 	return nil
@@ -515,9 +580,10 @@ func (s *stream) submit() {
 	s.cfg.Output.Submit(b)
 }
 
-// submitOrRelease hands the batch to the output when it holds lines and
-// gives it back otherwise: an idle stream holds no buffer that a busy one
-// could use.
+// submitOrRelease hands over the batch before the stream waits: submitted
+// when it holds lines, else given back to the pool. A waiting stream never
+// holds a buffer, or a node with more quiet streams than buffers would
+// leave the others none.
 func (s *stream) submitOrRelease() {
 	switch {
 	case s.batch == nil:
@@ -592,6 +658,9 @@ func (s *stream) releaseFiles() {
 func (s *stream) openAhead() (opened int) {
 	for len(s.files) < MaxOpenFiles {
 		idx := s.openNext
+		if s.watched && idx > s.highestSeen.Load() {
+			return opened // no event named this file: it does not exist yet
+		}
 		lf, err := s.openIndex(idx)
 		switch {
 		case err == nil:
@@ -668,7 +737,7 @@ func (s *stream) openIndex(idx int64) (*logFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("fstat %s: %w", f.Name(), err)
 	}
-	return &logFile{f: f, index: idx, dev: uint64(st.Dev), ino: st.Ino}, nil
+	return &logFile{f: f, fd: int(f.Fd()), index: idx, dev: uint64(st.Dev), ino: st.Ino}, nil
 }
 
 // nextExisting lists the log folder for the lowest index >= from of this

@@ -1,16 +1,32 @@
 package tailer
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
+	"fmt"
 	"sync"
+	"time"
+	"unsafe"
 
-	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 )
+
+// eventRound is how long the watcher lets inotify events gather after it
+// read some. On a node with a thousand streams logmon writes ten thousand
+// times a second; reading each event as it comes (as fsnotify does) wakes
+// a thread per write, and the runtime's wake-ups, not the reading, were
+// most of the daemon's CPU. Reading in rounds costs a line at most this
+// much latency (logmon itself holds lines up to 100 ms); an isolated write
+// is still read at once.
+const eventRound = 25 * time.Millisecond
+
+// watchMask: a file of the folder was created, written or moved in, or the
+// folder itself went away.
+const watchMask = unix.IN_CREATE | unix.IN_MODIFY | unix.IN_MOVED_TO | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
 
 // waker is what the watcher tells about a stream's files: index is the
 // file an event named, or -1 when the event says nothing about one (the
@@ -21,84 +37,146 @@ type waker interface {
 
 // Watcher turns inotify events on alloc log folders into wake-ups of the
 // streams whose files they name. One Watcher serves every stream; it is
-// safe for concurrent use.
+// safe for concurrent use. It reads the inotify descriptor itself, in
+// rounds (see eventRound), with one watch per folder.
 type Watcher struct {
-	fsw *fsnotify.Watcher
-	log *zap.Logger
+	inotify int // non-blocking inotify descriptor
+	stop    int // eventfd that interrupts Run's wait
+	log     *zap.Logger
 
-	mu   sync.Mutex
-	dirs map[string]map[string]waker // folder -> "<task>.<stream>" -> stream
+	mu     sync.Mutex
+	closed bool
+	dirs   map[string]*watchedDir
+	byWD   map[int32]*watchedDir
+}
+
+type watchedDir struct {
+	path string
+	wd   int32
+	subs map[string]waker // "<task>.<stream>" -> stream
 }
 
 // NewWatcher starts an inotify instance. If the kernel refuses one (limits
 // reached), streams fall back to polling.
 func NewWatcher(log *zap.Logger) (*Watcher, error) {
-	fsw, err := fsnotify.NewBufferedWatcher(1024)
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("inotify_init1: %w", err)
 	}
-	return &Watcher{fsw: fsw, log: log, dirs: make(map[string]map[string]waker)}, nil
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	return &Watcher{inotify: fd, stop: stop, log: log, dirs: make(map[string]*watchedDir), byWD: make(map[int32]*watchedDir)}, nil
 }
 
 // Run dispatches events until ctx ends, then closes the inotify instance.
 func (w *Watcher) Run(ctx context.Context) {
-	defer w.fsw.Close()
+	// The interrupter wakes the wait in poll when ctx ends; it is done
+	// before the descriptors are closed.
+	exited := make(chan struct{})
+	var interrupter sync.WaitGroup
+	interrupter.Go(func() {
+		select {
+		case <-ctx.Done():
+			unix.Write(w.stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		case <-exited:
+		}
+	})
+	defer func() {
+		close(exited)
+		interrupter.Wait()
+		w.close()
+	}()
+	buf := make([]byte, 64<<10)
+	round := time.NewTimer(time.Hour)
+	defer round.Stop()
 	for {
+		// Block in poll (not in the runtime's netpoller, which would wake
+		// a thread for every event even while this goroutine waits out
+		// its round) until there are events or Run must stop.
+		fds := []unix.PollFd{{Fd: int32(w.inotify), Events: unix.POLLIN}, {Fd: int32(w.stop), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, -1); err != nil && !errors.Is(err, unix.EINTR) {
+			w.log.Error("waiting for inotify events failed; streams fall back to their polls", zap.Error(err))
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err := w.readAll(buf); err != nil {
+			w.log.Error("reading inotify events failed; streams fall back to their polls", zap.Error(err))
+			return
+		}
+		round.Reset(eventRound)
 		select {
 		case <-ctx.Done():
 			return
-		case ev, ok := <-w.fsw.Events:
-			if !ok {
-				return
-			}
-			w.dispatch(ev)
-		case err, ok := <-w.fsw.Errors:
-			if !ok {
-				return
-			}
-			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				w.log.Warn("inotify queue overflowed; waking every stream to look for itself")
-			} else {
-				w.log.Warn("inotify error; waking every stream", zap.Error(err))
-			}
-			w.wakeAll()
+		case <-round.C:
 		}
 	}
 }
 
-func (w *Watcher) dispatch(ev fsnotify.Event) {
-	dir, name := filepath.Split(ev.Name)
-	dir = filepath.Clean(dir)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if subs, ok := w.dirs[ev.Name]; ok && ev.Has(fsnotify.Remove|fsnotify.Rename) {
-		// The folder itself went away (alloc GC): every stream in it must
-		// look at what it still holds.
-		for _, s := range subs {
-			s.notify(-1)
+// readAll reads and dispatches every queued event.
+func (w *Watcher) readAll(buf []byte) error {
+	for {
+		n, err := unix.Read(w.inotify, buf)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return fmt.Errorf("read inotify events: %w", err)
 		}
-		return
-	}
-	subs := w.dirs[dir]
-	if subs == nil {
-		return
-	}
-	task, stream, index, ok := enrich.ParseLogFileName(name)
-	if !ok {
-		return
-	}
-	if s := subs[task+"."+stream]; s != nil {
-		s.notify(index)
+		w.dispatch(buf[:n])
 	}
 }
 
-func (w *Watcher) wakeAll() {
+// dispatch wakes the streams that the events in buf concern.
+func (w *Watcher) dispatch(buf []byte) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, subs := range w.dirs {
-		for _, s := range subs {
-			s.notify(-1)
+	for len(buf) >= unix.SizeofInotifyEvent {
+		ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[0]))
+		end := unix.SizeofInotifyEvent + int(ev.Len)
+		name, _, _ := bytes.Cut(buf[unix.SizeofInotifyEvent:end], []byte{0}) // the name is NUL-padded
+		buf = buf[end:]
+
+		if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
+			w.log.Warn("inotify queue overflowed; waking every stream to look for itself")
+			for _, d := range w.dirs {
+				d.notifyAll()
+			}
+			continue
 		}
+		d := w.byWD[ev.Wd]
+		if d == nil {
+			continue
+		}
+		if ev.Mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED) != 0 {
+			// The folder went away (alloc GC): every stream in it must
+			// look at what it still holds.
+			if ev.Mask&unix.IN_IGNORED != 0 { // the kernel dropped the watch
+				delete(w.byWD, d.wd)
+				delete(w.dirs, d.path)
+			}
+			d.notifyAll()
+			continue
+		}
+		task, stream, index, ok := enrich.ParseLogFileName(string(name))
+		if !ok {
+			continue
+		}
+		if s := d.subs[task+"."+stream]; s != nil {
+			s.notify(index)
+		}
+	}
+}
+
+func (d *watchedDir) notifyAll() {
+	for _, s := range d.subs {
+		s.notify(-1)
 	}
 }
 
@@ -111,15 +189,19 @@ func (w *Watcher) subscribe(dir, task, stream string, s waker) bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	subs := w.dirs[dir]
-	if subs == nil {
-		if err := w.fsw.Add(dir); err != nil {
+	if w.closed {
+		return false
+	}
+	d := w.dirs[dir]
+	if d == nil {
+		wd, err := unix.InotifyAddWatch(w.inotify, dir, watchMask)
+		if err != nil {
 			return false
 		}
-		subs = make(map[string]waker)
-		w.dirs[dir] = subs
+		d = &watchedDir{path: dir, wd: int32(wd), subs: make(map[string]waker)}
+		w.dirs[dir], w.byWD[d.wd] = d, d
 	}
-	subs[task+"."+stream] = s
+	d.subs[task+"."+stream] = s
 	return true
 }
 
@@ -130,13 +212,24 @@ func (w *Watcher) unsubscribe(dir, task, stream string) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	subs := w.dirs[dir]
-	if subs == nil {
+	d := w.dirs[dir]
+	if d == nil {
 		return
 	}
-	delete(subs, task+"."+stream)
-	if len(subs) == 0 {
+	delete(d.subs, task+"."+stream)
+	if len(d.subs) == 0 {
 		delete(w.dirs, dir)
-		_ = w.fsw.Remove(dir) // fails harmlessly when the folder is gone
+		delete(w.byWD, d.wd)
+		if !w.closed {
+			_, _ = unix.InotifyRmWatch(w.inotify, uint32(d.wd)) // fails harmlessly when the folder is gone
+		}
 	}
+}
+
+func (w *Watcher) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	unix.Close(w.inotify)
+	unix.Close(w.stop)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,6 +65,7 @@ type runFlags struct {
 	httpHeaders   []string
 	httpTimeout   time.Duration
 	tls           forward.TLSOptions
+	cpuProfile    string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
@@ -97,6 +99,8 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.tls.CertFile, "tls-cert", "", "HTTPS output: PEM client certificate, for a server that verifies clients")
 	fs.StringVar(&f.tls.KeyFile, "tls-key", "", "HTTPS output: PEM key of --tls-cert")
 	fs.BoolVar(&f.tls.SkipVerify, "tls-skip-verify", false, "HTTPS output: do not verify the server's certificate (testing only)")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for make bench)")
+	_ = fs.MarkHidden("cpuprofile")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -152,6 +156,14 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer log.Sync()
+	if f.cpuProfile != "" {
+		stop, err := startCPUProfile(f.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "nomad-log-forwarder run:", err)
+			return 1
+		}
+		defer stop()
+	}
 	if err := run(f, stdout, log); err != nil {
 		log.Error("nomad-log-forwarder stopped", zap.Error(err))
 		return 1
@@ -373,4 +385,19 @@ func newOutput(f *runFlags, stdout io.Writer, log *zap.Logger, reg prometheus.Re
 		SourceWindow: tailer.BatchesPerStream, Log: log,
 		Metrics: forward.NewMetrics(reg), HTTPMetrics: forward.NewHTTPMetrics(reg),
 	}), nil
+}
+
+func startCPUProfile(path string) (stop func(), err error) {
+	out, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("start CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		out.Close()
+	}, nil
 }

@@ -17,10 +17,14 @@ import (
 )
 
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	buildMu sync.Mutex
+	built   = map[string]*buildResult{}
 )
+
+type buildResult struct {
+	path string
+	err  error
+}
 
 // Binary builds the forwarder once per test process and returns its path.
 // NLF_BINARY, when set, names a binary to use instead.
@@ -29,31 +33,44 @@ func Binary(t testing.TB) string {
 	if p := os.Getenv("NLF_BINARY"); p != "" {
 		return p
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nlf-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		// Tests may run the binary as another user.
-		if err := os.Chmod(dir, 0o755); err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "nomad-log-forwarder")
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/nomad-log-forwarder")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	return Build(t, "./cmd/nomad-log-forwarder")
+}
+
+// Build builds the main package pkg (relative to the module root, like
+// "./bench/ideal") once per test process and returns the binary's path.
+func Build(t testing.TB, pkg string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	r, ok := built[pkg]
+	if !ok {
+		r = build(pkg)
+		built[pkg] = r
 	}
-	return binPath
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.path
+}
+
+func build(pkg string) *buildResult {
+	dir, err := os.MkdirTemp("", "nlf-bin-")
+	if err != nil {
+		return &buildResult{err: err}
+	}
+	// Tests may run the binary as another user.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return &buildResult{err: err}
+	}
+	path := filepath.Join(dir, filepath.Base(pkg))
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	cmd := exec.Command("go", "build", "-o", path, pkg)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return &buildResult{err: fmt.Errorf("go build %s: %v\n%s", pkg, err, out)}
+	}
+	return &buildResult{path: path}
 }
 
 // Process is one run of the binary.

@@ -28,8 +28,8 @@ type Receiver struct {
 	// others are counted, not stored (a flood would not fit in memory).
 	keepOnly []byte
 	count    int
-	partial int // connections that ended in the middle of a line
-	wg      sync.WaitGroup
+	partial  int // connections that ended in the middle of a line
+	wg       sync.WaitGroup
 	// Delay, when set, is slept after each read: a slow receiver.
 	delay time.Duration
 }

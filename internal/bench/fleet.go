@@ -1,0 +1,120 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/logmon"
+)
+
+// logmonFlush is how often Nomad's logmon flushes its 64 KiB buffer to the
+// file: a task's lines reach the disk in one write per flush.
+const logmonFlush = 100 * time.Millisecond
+
+// fleet is a node's worth of live task streams: allocations with one task
+// whose stdout and stderr are written through the logmon imitation (Nomad's
+// default rotation: 10 files of 10 MiB).
+type fleet struct {
+	allocDir   string
+	allocsFile string
+	streams    []*liveStream
+	written    atomic.Int64
+	gen        *lineGen // used by one writer at a time
+	buf        []byte
+}
+
+type liveStream struct {
+	id  int
+	out *logmon.Rotator
+	seq int64
+}
+
+func newFleet(dir string, allocs int) (*fleet, error) {
+	f := &fleet{
+		allocDir:   filepath.Join(dir, "alloc"),
+		allocsFile: filepath.Join(dir, "allocations.json"),
+		gen:        newLineGen(uint64(allocs)),
+	}
+	if err := writeAllocations(f.allocsFile, allocs); err != nil {
+		return nil, err
+	}
+	for i := range allocs {
+		logDir, err := logmon.AllocLogDir(f.allocDir, benchAllocID(i))
+		if err != nil {
+			return nil, err
+		}
+		for _, stream := range []string{"stdout", "stderr"} {
+			out, err := logmon.New(logDir, benchTask, stream, logmon.Options{MaxFiles: 10, FileSize: 10 << 20})
+			if err != nil {
+				f.close()
+				return nil, fmt.Errorf("create stream: %w", err)
+			}
+			f.streams = append(f.streams, &liveStream{id: len(f.streams), out: out})
+		}
+	}
+	return f, nil
+}
+
+func (f *fleet) close() {
+	for _, s := range f.streams {
+		s.out.Close()
+	}
+}
+
+// flush writes n marked lines to s in one write, as logmon's flush does.
+func (f *fleet) flush(s *liveStream, n int) error {
+	now := time.Now().UnixNano()
+	b := f.buf[:0]
+	for range n {
+		b = appendMark(b, s.id, s.seq, now)
+		b = append(f.gen.appendBody(b, len(b)-markLen+30+f.gen.rng.IntN(121)), '\n')
+		s.seq++
+	}
+	f.buf = b
+	if _, err := s.out.Write(b); err != nil {
+		return fmt.Errorf("write stream %d: %w", s.id, err)
+	}
+	f.written.Add(int64(n))
+	return nil
+}
+
+// flushAll writes n lines to every stream.
+func (f *fleet) flushAll(n int) error {
+	for _, s := range f.streams {
+		if err := f.flush(s, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// write writes rate lines per second to every stream until ctx ends: one
+// write per stream per logmon flush period, the streams' flushes spread
+// evenly over the period as independent tasks' would be.
+func (f *fleet) write(ctx context.Context, rate int) error {
+	perFlush := max(1, rate*int(logmonFlush)/int(time.Second))
+	n := len(f.streams)
+	start := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for round := 0; ; round++ {
+		for i, s := range f.streams {
+			due := start.Add(time.Duration(round)*logmonFlush + time.Duration(i)*logmonFlush/time.Duration(n))
+			if wait := time.Until(due); wait > 0 {
+				// Wake at most every millisecond, writing what came due.
+				timer.Reset(max(wait, time.Millisecond))
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-timer.C:
+				}
+			}
+			if err := f.flush(s, perFlush); err != nil {
+				return err
+			}
+		}
+	}
+}
