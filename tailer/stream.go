@@ -462,14 +462,39 @@ func (s *stream) pump(ctx context.Context) error {
 			s.log.Warn("file shrank below the read offset (truncated); reading it again from the start",
 				zap.String("file", lf.f.Name()), zap.Int64("offset", s.readOff), zap.Int64("size", size))
 			s.metrics.filesTruncated.Inc()
-			if l, ok := s.fr.flush(); ok {
-				s.emit(l)
+			rewound, err := s.emitPartial(ctx)
+			if err != nil {
+				return err
 			}
-			s.readOff = 0
+			if !rewound {
+				s.readOff = 0
+			}
 			continue
 		}
 		return nil
 	}
+}
+
+// emitPartial ends the unfinished line as it is, without its newline: the
+// stream is finished, or its file was truncated under it. rewound says the
+// output failed a batch while this waited for a buffer: the stream went
+// back to its last commit, and the line will be read again.
+func (s *stream) emitPartial(ctx context.Context) (rewound bool, err error) {
+	l, ok := s.fr.flush()
+	if !ok {
+		return false, nil
+	}
+	epoch := s.localEpoch
+	for !s.haveBatch() {
+		if err := s.waitForBatch(ctx); err != nil {
+			return false, err
+		}
+	}
+	if s.localEpoch != epoch {
+		return true, nil
+	}
+	s.emit(l)
+	return false, nil
 }
 
 // consume frames data, read from lf at s.readOff, into the batch. It stops
@@ -805,13 +830,8 @@ func (s *stream) finish(ctx context.Context) (done bool, err error) {
 	if s.openAhead() > 0 {
 		return false, nil
 	}
-	if l, ok := s.fr.flush(); ok {
-		for !s.haveBatch() {
-			if err := s.waitForBatch(ctx); err != nil {
-				return false, err
-			}
-		}
-		s.emit(l)
+	if rewound, err := s.emitPartial(ctx); err != nil || rewound {
+		return false, err
 	}
 	s.submitOrRelease()
 	for s.nInflight > 0 {

@@ -498,3 +498,15 @@ func TestFilesUnopenedWhenTheAllocDirGoesAreCounted(t *testing.T) {
 	assert.Equal(t, 4.0, testutil.ToFloat64(h.metrics.FilesSkipped))
 	assert.Equal(t, 1, h.logs.FilterMessageSnippet("alloc dir was deleted before").Len())
 }
+
+func TestTruncationWhileAPartialLineIsHeld(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "one\npartial")
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	h.waitLines(1)
+	require.NoError(t, os.Truncate(filepath.Join(h.logDir(), "web.stdout.0"), 0))
+	h.appendFile("web.stdout.0", "2\n")
+	got := h.waitLines(3)
+	assert.Equal(t, []string{"one", "partial", "2"}, messages(got), "the held partial line is emitted, then the file is read again")
+}
