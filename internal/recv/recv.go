@@ -134,6 +134,17 @@ func (r *Receiver) Lines() [][]byte {
 	return append([][]byte(nil), r.lines...)
 }
 
+// LinesFrom returns the lines received after the first n, so that a
+// long run can be checked as it goes without copying everything each time.
+func (r *Receiver) LinesFrom(n int) [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n >= len(r.lines) {
+		return nil
+	}
+	return append([][]byte(nil), r.lines[n:]...)
+}
+
 // Arrivals returns when each line of Lines arrived.
 func (r *Receiver) Arrivals() []time.Time {
 	r.mu.Lock()

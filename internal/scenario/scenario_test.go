@@ -41,7 +41,8 @@ func TestCheckFindsMissingDuplicatesReordersAndKeyProblems(t *testing.T) {
 	rep = Check("t", [][]byte{line(0), line(1), line(3), line(5)}, streams)
 	assert.Equal(t, 1, rep.Missing)
 	assert.Equal(t, 2, rep.PerStream[name].FirstMissing)
-	assert.Contains(t, rep.Summary(), "result=FAIL")
+	assert.False(t, rep.OK())
+	assert.Contains(t, rep.Summary(), "scenario=t written=6 delivered_unique=4 missing=1 duplicates=0 ")
 
 	rep = Check("t", [][]byte{line(0), line(1), line(2), line(3), line(4), line(5)}, streams)
 	assert.Equal(t, 1, rep.PoisonAccepted)
