@@ -172,8 +172,8 @@ type Feeder struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
-	mu   sync.Mutex
-	err  error
+	mu       sync.Mutex
+	err      error
 }
 
 // Feed starts writing.
