@@ -8,10 +8,12 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,6 +30,8 @@ type Receiver struct {
 	wg      sync.WaitGroup
 	// Delay, when set, is slept after each read: a slow receiver.
 	delay time.Duration
+	// midLine, when set, is closed by the connection ResetMidLine reset.
+	midLine atomic.Pointer[chan struct{}]
 }
 
 // Listen starts a receiver on "tcp" 127.0.0.1:0 (addr "") or on the given
@@ -98,7 +102,7 @@ func (r *Receiver) serve(c net.Conn) {
 		r.mu.Unlock()
 		c.Close()
 	}()
-	br := bufio.NewReaderSize(c, 1<<20)
+	br := bufio.NewReaderSize(midLineReader{r: r, c: c}, 1<<20)
 	var pending []byte
 	for {
 		chunk, err := br.ReadSlice('\n')
@@ -174,6 +178,56 @@ func (r *Receiver) Partial() int {
 	return r.partial
 }
 
+// ResetMidLine resets (RST) the first connection that has received part
+// of a line, at that moment: every complete line it read before is
+// recorded, the partial one is not (Partial counts it), and whatever the
+// kernels held is lost. It waits up to timeout for such a moment and
+// reports whether it came.
+func (r *Receiver) ResetMidLine(timeout time.Duration) bool {
+	done := make(chan struct{})
+	r.midLine.Store(&done)
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		r.midLine.CompareAndSwap(&done, nil)
+		return false
+	}
+}
+
+// errMidLineReset ends a connection ResetMidLine reset.
+var errMidLineReset = errors.New("reset in the middle of a line")
+
+// midLineReader is a connection as the line reader sees it. While
+// ResetMidLine waits, it reads a few bytes at a time; reads end where the
+// buffered reader has no newline left, so bytes without one are the start
+// of a line (or more of one): then it resets.
+type midLineReader struct {
+	r *Receiver
+	c net.Conn
+}
+
+func (m midLineReader) Read(p []byte) (int, error) {
+	done := m.r.midLine.Load()
+	if done == nil || len(p) == 0 {
+		return m.c.Read(p)
+	}
+	n, err := m.c.Read(p[:1+rand.IntN(min(len(p), 200))])
+	if n > 0 && bytes.IndexByte(p[:n], '\n') < 0 && m.r.midLine.CompareAndSwap(done, nil) {
+		resetConn(m.c)
+		close(*done)
+		return n, errMidLineReset
+	}
+	return n, err
+}
+
+func resetConn(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
 // Stop closes the listener and every connection gracefully: FIN first,
 // then whatever the sender still sends is read until it closes too.
 func (r *Receiver) Stop() { r.stop(false) }
@@ -186,10 +240,7 @@ func (r *Receiver) Reset() { r.stop(true) }
 func (r *Receiver) ResetConns() {
 	r.mu.Lock()
 	for c := range r.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0)
-		}
-		c.Close()
+		resetConn(c)
 	}
 	r.mu.Unlock()
 }

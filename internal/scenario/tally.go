@@ -25,9 +25,9 @@ type Report struct {
 	Missing int
 	// Duplicates are acceptances beyond the first of a line.
 	Duplicates int
-	// OrderViolations count lines accepted ahead of an earlier line of the
-	// same stream that had not arrived yet (going back to resend is fine,
-	// skipping ahead is not).
+	// OrderViolations count lines first accepted after a later line of
+	// their stream: going back to resend is fine, sending a line after
+	// its successors is not (a line never sent is Missing).
 	OrderViolations int
 	// PoisonAccepted counts poison lines the receiver accepted (must be 0
 	// with a receiver that refuses them).
@@ -156,6 +156,7 @@ type streamTally struct {
 	s                  *Stream
 	seen               []bool
 	next               int // the lowest line not accepted yet (poison skipped)
+	highest            int // the highest line accepted, -1 for none
 	accepted, unique   int
 	duplicates, order  int
 	poisonAccepted     int
@@ -177,7 +178,7 @@ func (t *Tally) AddStreams(streams ...*Stream) {
 		if _, ok := t.byName[s.Name]; ok {
 			panic("scenario: two streams named " + s.Name)
 		}
-		t.byName[s.Name] = &streamTally{s: s}
+		t.byName[s.Name] = &streamTally{s: s, highest: -1}
 		t.streams = append(t.streams, s)
 	}
 }
@@ -233,9 +234,10 @@ func (st *streamTally) add(seq int) {
 	if st.s.IsPoison(seq) {
 		st.poisonAccepted++
 	}
-	if seq > st.next {
+	if !st.seen[seq] && seq < st.highest {
 		st.order++
 	}
+	st.highest = max(st.highest, seq)
 	if st.seen[seq] {
 		st.duplicates++
 	} else {
@@ -263,6 +265,35 @@ func (t *Tally) Complete() bool {
 		}
 	}
 	return true
+}
+
+// CaughtUp says whether the last line each stream wrote so far was
+// accepted: a stream delivers in order, so with no fault pending nothing
+// written before it is still on its way.
+func (t *Tally) CaughtUp() bool {
+	for _, st := range t.byName {
+		w := st.s.Written()
+		if w > 0 && (w > len(st.seen) || !st.seen[w-1]) {
+			return false
+		}
+	}
+	return true
+}
+
+// Gaps counts, per stream, the runs of consecutive lines never accepted.
+func (t *Tally) Gaps() map[string]int {
+	out := map[string]int{}
+	for name, st := range t.byName {
+		in := false
+		for i := range st.s.Written() {
+			missing := !st.s.IsPoison(i) && (i >= len(st.seen) || !st.seen[i])
+			if missing && !in {
+				out[name]++
+			}
+			in = missing
+		}
+	}
+	return out
 }
 
 // Lines are the accepted lines of the streams, parsed, in acceptance
