@@ -356,6 +356,23 @@ func countLogs(stderr, prefix string) int {
 	return n
 }
 
+// sumLogField sums a numeric field of the daemon's JSON log entries whose
+// msg starts with prefix.
+func sumLogField(stderr, prefix, field string) int {
+	n := 0
+	for _, l := range strings.Split(stderr, "\n") {
+		var e map[string]any
+		if json.Unmarshal([]byte(l), &e) != nil {
+			continue
+		}
+		if msg, _ := e["msg"].(string); strings.HasPrefix(msg, prefix) {
+			v, _ := e[field].(float64)
+			n += int(v)
+		}
+	}
+	return n
+}
+
 // procStatus reads a field of /proc/<pid>/status in bytes (VmRSS, VmHWM).
 func procStatus(pid int, field string) (int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

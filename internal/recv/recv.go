@@ -30,6 +30,9 @@ type Receiver struct {
 	wg      sync.WaitGroup
 	// Delay, when set, is slept after each read: a slow receiver.
 	delay time.Duration
+	// paused, while set, holds every read from a connection until Resume
+	// closes it.
+	paused chan struct{}
 	// midLine, when set, is closed by the connection ResetMidLine reset.
 	midLine atomic.Pointer[chan struct{}]
 }
@@ -102,7 +105,7 @@ func (r *Receiver) serve(c net.Conn) {
 		r.mu.Unlock()
 		c.Close()
 	}()
-	br := bufio.NewReaderSize(midLineReader{r: r, c: c}, 1<<20)
+	br := bufio.NewReaderSize(connReader{r: r, c: c}, 1<<20)
 	var pending []byte
 	for {
 		chunk, err := br.ReadSlice('\n')
@@ -198,16 +201,44 @@ func (r *Receiver) ResetMidLine(timeout time.Duration) bool {
 // errMidLineReset ends a connection ResetMidLine reset.
 var errMidLineReset = errors.New("reset in the middle of a line")
 
-// midLineReader is a connection as the line reader sees it. While
-// ResetMidLine waits, it reads a few bytes at a time; reads end where the
-// buffered reader has no newline left, so bytes without one are the start
-// of a line (or more of one): then it resets.
-type midLineReader struct {
+// Pause stops reading from the connections (lines already read are still
+// recorded): the kernels' buffers fill, then the sender blocks. Resume
+// reads on.
+func (r *Receiver) Pause() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.paused == nil {
+		r.paused = make(chan struct{})
+	}
+}
+
+// Resume ends a Pause.
+func (r *Receiver) Resume() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.paused != nil {
+		close(r.paused)
+		r.paused = nil
+	}
+}
+
+// connReader is a connection as the line reader sees it: it waits while
+// the receiver is paused. While ResetMidLine waits, it reads a few bytes
+// at a time; the line reader only reads when it holds no newline, so
+// bytes without one are the start of a line (or more of one): then it
+// resets.
+type connReader struct {
 	r *Receiver
 	c net.Conn
 }
 
-func (m midLineReader) Read(p []byte) (int, error) {
+func (m connReader) Read(p []byte) (int, error) {
+	m.r.mu.Lock()
+	paused := m.r.paused
+	m.r.mu.Unlock()
+	if paused != nil {
+		<-paused
+	}
 	done := m.r.midLine.Load()
 	if done == nil || len(p) == 0 {
 		return m.c.Read(p)
@@ -246,6 +277,7 @@ func (r *Receiver) ResetConns() {
 }
 
 func (r *Receiver) stop(reset bool) {
+	r.Resume() // a paused connection must read on to see its end
 	r.mu.Lock()
 	if r.ln != nil {
 		r.ln.Close()
