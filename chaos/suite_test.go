@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/http"
@@ -209,11 +210,12 @@ func (w *world) addStreams(specs ...scenario.StreamSpec) []*scenario.Stream {
 }
 
 // specs names n streams: n/2 allocations, each with both streams of task
-// "app"; the lines carry "<prefix><alloc number>.<stream>".
+// "app"; the lines carry "<prefix><alloc number>.<stream>", and the alloc
+// IDs differ between prefixes.
 func specs(prefix string, n int) []scenario.StreamSpec {
 	var out []scenario.StreamSpec
 	for i := range (n + 1) / 2 {
-		id := fmt.Sprintf("%08x-0000-4000-8000-%012d", 0xc0000000+i, i)
+		id := fmt.Sprintf("%08x-0000-4000-8000-%012d", crc32.ChecksumIEEE([]byte(prefix)), i)
 		for _, stream := range []string{"stdout", "stderr"}[:min(2, n-2*i)] {
 			out = append(out, scenario.StreamSpec{AllocID: id, Task: "app", Stream: stream, Name: fmt.Sprintf("%s%03d.%s", prefix, i, stream)})
 		}
