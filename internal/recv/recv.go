@@ -8,13 +8,17 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Receiver records lines. Its methods are safe for concurrent use.
@@ -35,6 +39,8 @@ type Receiver struct {
 	paused chan struct{}
 	// midLine, when set, is closed by the connection ResetMidLine reset.
 	midLine atomic.Pointer[chan struct{}]
+	// heldAtResets sums what the kernels held at each ResetMidLine.
+	heldAtResets atomic.Int64
 }
 
 // Listen starts a receiver on "tcp" 127.0.0.1:0 (addr "") or on the given
@@ -245,11 +251,67 @@ func (m connReader) Read(p []byte) (int, error) {
 	}
 	n, err := m.c.Read(p[:1+rand.IntN(min(len(p), 200))])
 	if n > 0 && bytes.IndexByte(p[:n], '\n') < 0 && m.r.midLine.CompareAndSwap(done, nil) {
+		m.r.heldAtResets.Add(kernelHeld(m.c))
 		resetConn(m.c)
 		close(*done)
 		return n, errMidLineReset
 	}
 	return n, err
+}
+
+// HeldAtResets is how many bytes the kernels held, summed over the
+// connections ResetMidLine reset, at the moment of each reset: unread in
+// the receiver's queue, and not yet sent or acknowledged in the sender's
+// (found in /proc/net/tcp; loopback IPv4 only). A reset loses them.
+func (r *Receiver) HeldAtResets() int64 { return r.heldAtResets.Load() }
+
+// kernelHeld is the bytes of c in the kernels' queues: SIOCINQ on our
+// socket, tx_queue of the peer's socket in /proc/net/tcp.
+func kernelHeld(c net.Conn) int64 {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return 0
+	}
+	var held int64
+	if raw, err := tc.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) {
+			if n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+				held += int64(n)
+			}
+		})
+	}
+	return held + peerSendQueue(tc.RemoteAddr(), tc.LocalAddr())
+}
+
+// peerSendQueue reads the tx_queue of the socket local->remote from
+// /proc/net/tcp, or 0.
+func peerSendQueue(local, remote net.Addr) int64 {
+	hex := func(a net.Addr) string {
+		ta, ok := a.(*net.TCPAddr)
+		if !ok || ta.IP.To4() == nil {
+			return ""
+		}
+		ip := ta.IP.To4()
+		return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ta.Port)
+	}
+	l, r := hex(local), hex(remote)
+	data, err := os.ReadFile("/proc/net/tcp")
+	if l == "" || r == "" || err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[1] != l || f[2] != r {
+			continue
+		}
+		tx, _, _ := strings.Cut(f[4], ":")
+		n, err := strconv.ParseInt(tx, 16, 64)
+		if err != nil {
+			return 0
+		}
+		return n
+	}
+	return 0
 }
 
 func resetConn(c net.Conn) {
