@@ -190,8 +190,9 @@ func (r *Receiver) Partial() int {
 // ResetMidLine resets (RST) the first connection that has received part
 // of a line, at that moment: every complete line it read before is
 // recorded, the partial one is not (Partial counts it), and whatever the
-// kernels held is lost. It waits up to timeout for such a moment and
-// reports whether it came.
+// kernels held is lost. Reads already waiting complete as usual; the
+// moment is found among the reads after them, so lines must be flowing.
+// It waits up to timeout for such a moment and reports whether it came.
 func (r *Receiver) ResetMidLine(timeout time.Duration) bool {
 	done := make(chan struct{})
 	r.midLine.Store(&done)
@@ -208,8 +209,8 @@ func (r *Receiver) ResetMidLine(timeout time.Duration) bool {
 var errMidLineReset = errors.New("reset in the middle of a line")
 
 // Pause stops reading from the connections (lines already read are still
-// recorded): the kernels' buffers fill, then the sender blocks. Resume
-// reads on.
+// recorded, and a read already waiting completes): the kernels' buffers
+// fill, then the sender blocks. Resume reads on.
 func (r *Receiver) Pause() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
