@@ -20,7 +20,9 @@ const apiFailed = "Nomad API request failed"
 // allocation appears during the outage: its lines are delivered once the
 // API answers again. Known streams never stop shipping meanwhile.
 func TestAPIFlap(t *testing.T) {
-	outage := pick(3*time.Second, 30*time.Second)
+	// Long enough in the short form that a pause caused by one fault
+	// would stand out from a busy machine's hiccups.
+	outage := pick(6*time.Second, 30*time.Second)
 	w := newWorld(t, worldConfig{streams: specs("f", 8)})
 	feeder := feed(w.streams, 800)
 	defer feeder.Stop()
@@ -77,7 +79,7 @@ func TestAPIFlap(t *testing.T) {
 	fmt.Println(rep.Summary())
 	require.True(t, rep.OK(), "%s\n%+v", rep.Summary(), rep.PerStream)
 	assert.Zero(t, rep.Duplicates)
-	assert.Less(t, stall, time.Second, "known streams paused during the outage")
+	assert.Less(t, stall, 1500*time.Millisecond, "known streams paused during the outage")
 	assert.Contains(t, w.stderr(), `"status":500`)
 	assert.Contains(t, w.stderr(), `"kind":"invalid"`, "the body that is not JSON is an error, not an empty list")
 	assert.Contains(t, w.stderr(), "Nomad API answers again")
