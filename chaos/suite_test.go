@@ -85,7 +85,7 @@ type world struct {
 	// flags are the daemon's flags after the world's own; a flag given
 	// twice takes its last value.
 	flags []string
-	// stderr keeps what every daemon run logged.
+	// procs are the daemon's runs in this world, for their logs.
 	procs []*e2e.Process
 	start time.Time
 }

@@ -101,15 +101,14 @@ func NewRig(t testing.TB, cfg HTTPConfig) *Rig {
 			s.Close()
 		}
 	})
-	discovery := []string{"--offline"}
+	r.Args = []string{"run", "--offline"}
 	if cfg.NomadAddr != "" {
-		discovery = []string{"--nomad-addr", cfg.NomadAddr}
+		r.Args = []string{"run", "--nomad-addr", cfg.NomadAddr}
 	}
-	r.Args = append(discovery, "--alloc-dir", r.AllocDir, "--checkpoint", r.Ckpt,
+	r.Args = append(r.Args, "--alloc-dir", r.AllocDir, "--checkpoint", r.Ckpt,
 		"--output", r.Receiver.URL(), "--node-id", cfg.NodeID, "--metrics-addr", "",
 		"--batch-bytes", strconv.Itoa(cfg.BatchBytes), "--inflight", strconv.Itoa(cfg.Inflight), "--flush-interval", "10ms",
 		"--checkpoint-interval", cfg.CheckpointInterval.String(), "--reconcile-interval", "1s")
-	r.Args = append([]string{"run"}, r.Args...)
 	return r
 }
 
