@@ -28,6 +28,12 @@ demo: build
 	@echo
 	$(BIN) offsets list --checkpoint $(DEMO)/checkpoint.msgpack --alloc-dir testdata/nomad-2.0.5/alloc-logs
 
+# The fault suite at the sizes issue 4 names: every scenario prints its
+# summary line (scenario=... written=... delivered_unique=... missing=...
+# duplicates=...). `make test` runs the same scenarios in a short form.
+chaos:
+	$(GO) test ./chaos -count=1 -v -timeout 60m -args -chaos.full
+
 # The Go benchmarks of the hot path (allocations per line), then the
 # end-to-end scenarios on the built binary against the yardstick; one table.
 # BENCH_FLAGS passes options to nlf-bench, e.g. BENCH_FLAGS="-quick" or

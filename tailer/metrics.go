@@ -37,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LinesTruncated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nlf_lines_truncated_total", Help: "Lines longer than --max-line-bytes, emitted truncated."}),
 		FilesSkipped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nlf_files_skipped_total", Help: "Log files purged by logmon before they could be opened: their lines are lost."}),
+			Name: "nlf_files_skipped_total", Help: "Log files deleted (purged by logmon, or with their alloc dir) before they could be opened: their lines are lost."}),
 		FilesTruncated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nlf_files_truncated_total", Help: "Log files found shorter than the read offset and read again from the start."}),
 		FilesRefused: prometheus.NewCounter(prometheus.CounterOpts{

@@ -128,6 +128,9 @@ type stream struct {
 	seq        uint64
 	nInflight  int
 	localEpoch uint64
+	// rewinds counts rewinds, so that bytes read before one are never
+	// framed after it.
+	rewinds    uint64
 	committed  Position // last position the output confirmed
 	lastData   time.Time
 	timestamp  []byte
@@ -421,6 +424,7 @@ func (s *stream) pump(ctx context.Context) error {
 			return nil
 		}
 		if n > 0 {
+			rewinds := s.rewinds
 			if !s.haveBatch() {
 				// Waiting for the output: give the read buffer back so
 				// that memory does not grow with the number of waiting
@@ -431,6 +435,9 @@ func (s *stream) pump(ctx context.Context) error {
 					return err
 				}
 				continue
+			}
+			if s.rewinds != rewinds {
+				continue // taking a batch drained a failure: read again from the commit
 			}
 			s.lastData = time.Now()
 			s.timestamp = enrich.AppendTimestamp(s.timestamp[:0], s.lastData)
@@ -498,11 +505,13 @@ func (s *stream) emitPartial(ctx context.Context) (rewound bool, err error) {
 }
 
 // consume frames data, read from lf at s.readOff, into the batch. It stops
-// early when the batch is full and no next batch is free; the rest of data
-// is read again later.
+// early when the batch is full and no next batch is free, or when taking
+// the next batch brought news of a failure and the stream rewound; the
+// rest of data is read again later, from wherever the stream now is.
 func (s *stream) consume(data []byte, lf *logFile) {
+	rewinds := s.rewinds
 	for len(data) > 0 {
-		if !s.haveBatch() {
+		if !s.haveBatch() || s.rewinds != rewinds {
 			return
 		}
 		n, l, ok := s.fr.frame(data, Position{Index: lf.index, Offset: s.readOff, Dev: lf.dev, Ino: lf.ino})
@@ -648,6 +657,7 @@ func (s *stream) handleAck(a ack) {
 // rewind goes back to the last committed position after the output lost
 // a batch; everything after it is read and sent again.
 func (s *stream) rewind() {
+	s.rewinds++
 	s.localEpoch = s.epoch.Load()
 	if s.batch != nil {
 		s.batch.Data, s.batch.Lines = s.batch.Data[:0], 0

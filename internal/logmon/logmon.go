@@ -105,10 +105,30 @@ func (r *Rotator) open() error {
 	return nil
 }
 
-// Write appends p the way logmon's FileRotator.Write does.
+// pipeChunk is the most logmon's FileRotator.Write receives at once: it
+// is fed by io.Copy from the task's fifo, with io.Copy's 32 KiB buffer.
+const pipeChunk = 32 << 10
+
+// Write appends p the way logmon does: in chunks of at most 32 KiB, each
+// written as FileRotator.Write writes it.
 func (r *Rotator) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var nw int
+	for nw < len(p) {
+		n, err := r.writeChunk(p[nw:min(len(p), nw+pipeChunk)])
+		nw += n
+		if err != nil {
+			return nw, err
+		}
+	}
+	return nw, nil
+}
+
+// writeChunk is FileRotator.Write. Given more than a file's size at once
+// with a newline after a line longer than a file, it would rotate forever;
+// logmon never is.
+func (r *Rotator) writeChunk(p []byte) (int, error) {
 	var nw int
 	forceRotate := false
 	for nw < len(p) {

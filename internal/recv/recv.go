@@ -8,11 +8,17 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Receiver records lines. Its methods are safe for concurrent use.
@@ -32,6 +38,13 @@ type Receiver struct {
 	wg       sync.WaitGroup
 	// Delay, when set, is slept after each read: a slow receiver.
 	delay time.Duration
+	// paused, while set, holds every read from a connection until Resume
+	// closes it.
+	paused chan struct{}
+	// midLine, when set, is closed by the connection ResetMidLine reset.
+	midLine atomic.Pointer[chan struct{}]
+	// heldAtResets sums what the kernels held at each ResetMidLine.
+	heldAtResets atomic.Int64
 }
 
 // Listen starts a receiver on "tcp" 127.0.0.1:0 (addr "") or on the given
@@ -102,7 +115,7 @@ func (r *Receiver) serve(c net.Conn) {
 		r.mu.Unlock()
 		c.Close()
 	}()
-	br := bufio.NewReaderSize(c, 1<<20)
+	br := bufio.NewReaderSize(connReader{r: r, c: c}, 1<<20)
 	var pending []byte
 	for {
 		chunk, err := br.ReadSlice('\n')
@@ -149,6 +162,17 @@ func (r *Receiver) KeepOnlyMatching(substr string) {
 	r.keepOnly = []byte(substr)
 }
 
+// LinesFrom returns the lines received after the first n, so that a
+// long run can be checked as it goes without copying everything each time.
+func (r *Receiver) LinesFrom(n int) [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n >= len(r.lines) {
+		return nil
+	}
+	return append([][]byte(nil), r.lines[n:]...)
+}
+
 // Arrivals returns when each line of Lines arrived.
 func (r *Receiver) Arrivals() []time.Time {
 	r.mu.Lock()
@@ -185,6 +209,141 @@ func (r *Receiver) Partial() int {
 	return r.partial
 }
 
+// ResetMidLine resets (RST) the first connection that has received part
+// of a line, at that moment: every complete line it read before is
+// recorded, the partial one is not (Partial counts it), and whatever the
+// kernels held is lost. Reads already waiting complete as usual; the
+// moment is found among the reads after them, so lines must be flowing.
+// It waits up to timeout for such a moment and reports whether it came.
+func (r *Receiver) ResetMidLine(timeout time.Duration) bool {
+	done := make(chan struct{})
+	r.midLine.Store(&done)
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		r.midLine.CompareAndSwap(&done, nil)
+		return false
+	}
+}
+
+// errMidLineReset ends a connection ResetMidLine reset.
+var errMidLineReset = errors.New("reset in the middle of a line")
+
+// Pause stops reading from the connections (lines already read are still
+// recorded, and a read already waiting completes): the kernels' buffers
+// fill, then the sender blocks. Resume reads on.
+func (r *Receiver) Pause() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.paused == nil {
+		r.paused = make(chan struct{})
+	}
+}
+
+// Resume ends a Pause.
+func (r *Receiver) Resume() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.paused != nil {
+		close(r.paused)
+		r.paused = nil
+	}
+}
+
+// connReader is a connection as the line reader sees it: it waits while
+// the receiver is paused. While ResetMidLine waits, it reads a few bytes
+// at a time; the line reader only reads when it holds no newline, so
+// bytes without one are the start of a line (or more of one): then it
+// resets.
+type connReader struct {
+	r *Receiver
+	c net.Conn
+}
+
+func (m connReader) Read(p []byte) (int, error) {
+	m.r.mu.Lock()
+	paused := m.r.paused
+	m.r.mu.Unlock()
+	if paused != nil {
+		<-paused
+	}
+	done := m.r.midLine.Load()
+	if done == nil || len(p) == 0 {
+		return m.c.Read(p)
+	}
+	n, err := m.c.Read(p[:1+rand.IntN(min(len(p), 200))])
+	if n > 0 && bytes.IndexByte(p[:n], '\n') < 0 && m.r.midLine.CompareAndSwap(done, nil) {
+		m.r.heldAtResets.Add(kernelHeld(m.c))
+		resetConn(m.c)
+		close(*done)
+		return n, errMidLineReset
+	}
+	return n, err
+}
+
+// HeldAtResets is how many bytes the kernels held, summed over the
+// connections ResetMidLine reset, at the moment of each reset: unread in
+// the receiver's queue, and not yet sent or acknowledged in the sender's
+// (found in /proc/net/tcp; loopback IPv4 only). A reset loses them.
+func (r *Receiver) HeldAtResets() int64 { return r.heldAtResets.Load() }
+
+// kernelHeld is the bytes of c in the kernels' queues: SIOCINQ on our
+// socket, tx_queue of the peer's socket in /proc/net/tcp.
+func kernelHeld(c net.Conn) int64 {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return 0
+	}
+	var held int64
+	if raw, err := tc.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) {
+			if n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+				held += int64(n)
+			}
+		})
+	}
+	return held + peerSendQueue(tc.RemoteAddr(), tc.LocalAddr())
+}
+
+// peerSendQueue reads the tx_queue of the socket local->remote from
+// /proc/net/tcp, or 0.
+func peerSendQueue(local, remote net.Addr) int64 {
+	hex := func(a net.Addr) string {
+		ta, ok := a.(*net.TCPAddr)
+		if !ok || ta.IP.To4() == nil {
+			return ""
+		}
+		ip := ta.IP.To4()
+		return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ta.Port)
+	}
+	l, r := hex(local), hex(remote)
+	data, err := os.ReadFile("/proc/net/tcp")
+	if l == "" || r == "" || err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[1] != l || f[2] != r {
+			continue
+		}
+		tx, _, _ := strings.Cut(f[4], ":")
+		n, err := strconv.ParseInt(tx, 16, 64)
+		if err != nil {
+			return 0
+		}
+		return n
+	}
+	return 0
+}
+
+func resetConn(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
 // Stop closes the listener and every connection gracefully: FIN first,
 // then whatever the sender still sends is read until it closes too.
 func (r *Receiver) Stop() { r.stop(false) }
@@ -197,15 +356,13 @@ func (r *Receiver) Reset() { r.stop(true) }
 func (r *Receiver) ResetConns() {
 	r.mu.Lock()
 	for c := range r.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0)
-		}
-		c.Close()
+		resetConn(c)
 	}
 	r.mu.Unlock()
 }
 
 func (r *Receiver) stop(reset bool) {
+	r.Resume() // a paused connection must read on to see its end
 	r.mu.Lock()
 	if r.ln != nil {
 		r.ln.Close()

@@ -36,6 +36,9 @@ type HTTPConfig struct {
 	Wait time.Duration
 	// NodeID is passed as --node-id.
 	NodeID string
+	// NomadAddr, when set, is the (fake) Nomad API the daemon discovers
+	// the streams' allocations through; otherwise it runs --offline.
+	NomadAddr string
 }
 
 func (c *HTTPConfig) setDefaults() {
@@ -98,10 +101,14 @@ func NewRig(t testing.TB, cfg HTTPConfig) *Rig {
 			s.Close()
 		}
 	})
-	r.Args = []string{"run", "--offline", "--alloc-dir", r.AllocDir, "--checkpoint", r.Ckpt,
-		"--output", r.Receiver.URL(), "--node-id", cfg.NodeID,
+	r.Args = []string{"run", "--offline"}
+	if cfg.NomadAddr != "" {
+		r.Args = []string{"run", "--nomad-addr", cfg.NomadAddr}
+	}
+	r.Args = append(r.Args, "--alloc-dir", r.AllocDir, "--checkpoint", r.Ckpt,
+		"--output", r.Receiver.URL(), "--node-id", cfg.NodeID, "--metrics-addr", "",
 		"--batch-bytes", strconv.Itoa(cfg.BatchBytes), "--inflight", strconv.Itoa(cfg.Inflight), "--flush-interval", "10ms",
-		"--checkpoint-interval", cfg.CheckpointInterval.String(), "--reconcile-interval", "1s"}
+		"--checkpoint-interval", cfg.CheckpointInterval.String(), "--reconcile-interval", "1s")
 	return r
 }
 
@@ -130,8 +137,13 @@ func (r *Rig) Finish(name string, p *e2e.Process, feeder *Feeder, events int) Re
 		}
 	}
 	// A timeout here is reported as missing lines.
+	tally := NewTally(r.Streams)
+	seen := 0
 	e2e.Eventually(context.Background(), r.Cfg.Wait, func() bool {
-		return Check(name, r.Receiver.Lines(), r.Streams).Missing == 0
+		lines := r.Receiver.Lines()
+		tally.Add(lines[seen:])
+		seen = len(lines)
+		return tally.Complete()
 	})
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		r.T.Fatal(err)
@@ -139,7 +151,8 @@ func (r *Rig) Finish(name string, p *e2e.Process, feeder *Feeder, events int) Re
 	if code, err := p.Wait(10 * time.Second); err != nil || code != 0 {
 		r.T.Errorf("daemon did not stop cleanly after SIGTERM: code %d, %v", code, err)
 	}
-	rep := Check(name, r.Receiver.Lines(), r.Streams)
+	tally.Add(r.Receiver.Lines()[seen:])
+	rep := tally.Report(name)
 	rep.Events = events
 	rep.Duration = time.Since(r.start)
 	return rep

@@ -1,17 +1,16 @@
-// Package scenario holds the fault scenarios of the HTTP output as plain
+// Package scenario holds what the fault scenarios share, as plain
 // functions over the built binary, so that the end-to-end tests and the
-// fault suite run the same code: task streams written through the logmon
-// imitation, a fake Vector http_server source, a fault injected at random
-// moments chosen by progress (never by sleeping), and a Report that checks
-// what the receiver accepted against what was written.
+// fault suite (chaos/) run the same code: task streams written through the
+// logmon imitation as numbered lines, a Tally that checks what a receiver
+// accepted against what was written and reports it on one summary line,
+// and the HTTP output's scenarios (a fake Vector http_server source, a
+// fault injected at random moments chosen by progress, never by sleeping).
 package scenario
 
 import (
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +22,7 @@ import (
 // stream through the logmon imitation.
 type Stream struct {
 	Name string
+	Spec StreamSpec
 	rot  *logmon.Rotator
 
 	mu       sync.Mutex
@@ -30,17 +30,29 @@ type Stream struct {
 	poisoned int
 	poison   func(seq int) bool
 	marker   string
+	pad      int
+	// fileOf is the file index each line went to, recorded by WriteEach.
+	fileOf []int32
 }
 
-// StreamSpec names a task stream.
-type StreamSpec struct{ AllocID, Task, Stream string }
+// StreamSpec names a task stream. Name, when set, is what its lines carry
+// instead of "<task>.<stream>", which repeats across allocations.
+type StreamSpec struct{ AllocID, Task, Stream, Name string }
+
+// LineName is the name the stream's lines carry.
+func (s StreamSpec) LineName() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return s.Task + "." + s.Stream
+}
 
 // DefaultStreams are three streams in two allocations, one task name with
 // a dot in it.
 var DefaultStreams = []StreamSpec{
-	{"aaaaaaaa-0000-0000-0000-000000000001", "web", "stdout"},
-	{"aaaaaaaa-0000-0000-0000-000000000001", "web", "stderr"},
-	{"bbbbbbbb-0000-0000-0000-000000000002", "api.v2", "stdout"},
+	{AllocID: "aaaaaaaa-0000-0000-0000-000000000001", Task: "web", Stream: "stdout"},
+	{AllocID: "aaaaaaaa-0000-0000-0000-000000000001", Task: "web", Stream: "stderr"},
+	{AllocID: "bbbbbbbb-0000-0000-0000-000000000002", Task: "api.v2", Stream: "stdout"},
 }
 
 // NewStreams creates the log folders below allocDir and a Stream for each
@@ -56,7 +68,7 @@ func NewStreams(allocDir string, specs []StreamSpec, o logmon.Options) ([]*Strea
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &Stream{Name: s.Task + "." + s.Stream, rot: rot})
+		out = append(out, &Stream{Name: s.LineName(), Spec: s, rot: rot, pad: 60})
 	}
 	return out, nil
 }
@@ -69,30 +81,74 @@ func (s *Stream) SetPoison(marker string, poison func(seq int) bool) {
 	s.marker, s.poison = marker, poison
 }
 
+// SetPad makes each line carry 0 to n-1 bytes of padding (default 60).
+func (s *Stream) SetPad(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pad = max(n, 1)
+}
+
 // IsPoison says whether line seq carries the poison marker.
 func (s *Stream) IsPoison(seq int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.poison != nil && s.poison(seq)
+	return s.isPoisonLocked(seq)
+}
+
+func (s *Stream) isPoisonLocked(seq int) bool { return s.poison != nil && s.poison(seq) }
+
+func (s *Stream) appendLineLocked(b []byte) []byte {
+	b = fmt.Appendf(b, "%s %07d %s", s.Name, s.written, strings.Repeat("x", rand.IntN(s.pad)))
+	if s.isPoisonLocked(s.written) {
+		b = append(b, ' ')
+		b = append(b, s.marker...)
+		s.poisoned++
+	}
+	s.written++
+	return append(b, '\n')
 }
 
 // Write appends n lines in one write, as a task's stdout would.
 func (s *Stream) Write(n int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var b strings.Builder
+	var b []byte
 	for range n {
-		fmt.Fprintf(&b, "%s %07d %s", s.Name, s.written, strings.Repeat("x", rand.IntN(60)))
-		if s.poison != nil && s.poison(s.written) {
-			b.WriteString(" " + s.marker)
-			s.poisoned++
-		}
-		b.WriteByte('\n')
-		s.written++
+		b = s.appendLineLocked(b)
 	}
-	_, err := s.rot.Write([]byte(b.String()))
+	_, err := s.rot.Write(b)
 	return err
 }
+
+// WriteEach appends n lines with one write each, so that no line is split
+// across files, and records which file index each line went to (FileOf).
+func (s *Stream) WriteEach(n int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b []byte
+	for range n {
+		b = s.appendLineLocked(b[:0])
+		if _, err := s.rot.Write(b); err != nil {
+			return err
+		}
+		s.fileOf = append(s.fileOf, int32(s.rot.Index()))
+	}
+	return nil
+}
+
+// FileOf is the file index line seq went to, or -1 when WriteEach did not
+// write it.
+func (s *Stream) FileOf(seq int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq < 0 || seq >= len(s.fileOf) {
+		return -1
+	}
+	return int(s.fileOf[seq])
+}
+
+// Index is the index of the file being written.
+func (s *Stream) Index() int { return s.rot.Index() }
 
 // Written is how many lines were written so far.
 func (s *Stream) Written() int {
@@ -113,10 +169,11 @@ func (s *Stream) Close() error { return s.rot.Close() }
 
 // Feeder writes perTick lines to every stream every tick until Stop.
 type Feeder struct {
-	stop chan struct{}
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	err  error
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	err      error
 }
 
 // Feed starts writing.
@@ -144,186 +201,14 @@ func Feed(streams []*Stream, tick time.Duration, perTick int) *Feeder {
 	return f
 }
 
-// Stop stops writing and returns the first write error.
+// Stop stops writing and returns the first write error. Calling it again
+// changes nothing.
 func (f *Feeder) Stop() error {
-	close(f.stop)
+	f.stopOnce.Do(func() { close(f.stop) })
 	f.wg.Wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.err
-}
-
-// Report is what a scenario found. Its Summary is one line.
-type Report struct {
-	Scenario string
-	// Events is how many faults were injected (kills, crashes).
-	Events int
-	// Written is how many lines the streams wrote; Expected excludes the
-	// poison lines, which must be skipped.
-	Written, Expected int
-	// Accepted is how many lines the receiver accepted, duplicates
-	// included.
-	Accepted int
-	// Missing lines were written (and are not poison) but never accepted.
-	Missing int
-	// Duplicates are acceptances beyond the first of a line.
-	Duplicates int
-	// OrderViolations count lines accepted ahead of an earlier line of the
-	// same stream that had not arrived yet (going back to resend is fine,
-	// skipping ahead is not).
-	OrderViolations int
-	// PoisonAccepted counts poison lines the receiver accepted (must be 0
-	// with a receiver that refuses them).
-	PoisonAccepted int
-	// KeyCollisions counts distinct lines sharing one idempotency key
-	// (nomad.node_id, file, offset); KeyMismatches counts copies of one
-	// line that carry different keys. Both must be 0 for a store to drop
-	// exactly the duplicates.
-	KeyCollisions, KeyMismatches int
-	// PoisonLogged counts the daemon's log entries for skipped lines that
-	// name the line's file and offset (poison scenario only).
-	PoisonLogged int
-	// Unparsed counts accepted lines that are not this scenario's.
-	Unparsed int
-	Duration time.Duration
-	// PerStream details Missing and Duplicates by stream.
-	PerStream map[string]StreamReport
-}
-
-// StreamReport is one stream's part of a Report.
-type StreamReport struct {
-	Written, Accepted, Missing, Duplicates, OrderViolations int
-	// FirstMissing is the first line never accepted, or -1.
-	FirstMissing int
-}
-
-// OK says whether nothing was lost, nothing skipped ahead, and the
-// idempotency key identifies lines.
-func (r Report) OK() bool {
-	return r.Missing == 0 && r.OrderViolations == 0 && r.PoisonAccepted == 0 && r.KeyCollisions == 0 && r.KeyMismatches == 0 && r.Unparsed == 0
-}
-
-// Summary is the report on one line: "scenario=NAME result=PASS|FAIL
-// key=value ...".
-func (r Report) Summary() string {
-	result := "PASS"
-	if !r.OK() {
-		result = "FAIL"
-	}
-	return fmt.Sprintf("scenario=%s result=%s events=%d written=%d expected=%d accepted=%d missing=%d duplicates=%d order_violations=%d poison_accepted=%d key_collisions=%d duration=%s",
-		r.Scenario, result, r.Events, r.Written, r.Expected, r.Accepted, r.Missing, r.Duplicates, r.OrderViolations, r.PoisonAccepted, r.KeyCollisions+r.KeyMismatches, r.Duration.Round(time.Millisecond))
-}
-
-// acceptedLine is the part of a rendered line a check needs.
-type acceptedLine struct {
-	Message string `json:"message"`
-	File    string `json:"file"`
-	Offset  *int64 `json:"offset"`
-	Nomad   struct {
-		NodeID string `json:"node_id"`
-	} `json:"nomad"`
-}
-
-// Check compares the receiver's accepted lines, in acceptance order, with
-// what the streams wrote.
-func Check(name string, accepted [][]byte, streams []*Stream) Report {
-	r := Report{Scenario: name, Accepted: len(accepted), PerStream: map[string]StreamReport{}}
-	byName := map[string]*Stream{}
-	got := map[string][]int{}
-	type key struct {
-		node, file string
-		offset     int64
-	}
-	keyOf := map[key]string{}   // key -> line identity
-	lineKey := map[string]key{} // line identity -> key
-	for _, raw := range accepted {
-		var l acceptedLine
-		if json.Unmarshal(raw, &l) != nil || l.Offset == nil {
-			r.Unparsed++
-			continue
-		}
-		f := strings.Fields(l.Message)
-		if len(f) < 2 {
-			r.Unparsed++
-			continue
-		}
-		n, err := strconv.Atoi(f[1])
-		if err != nil {
-			r.Unparsed++
-			continue
-		}
-		got[f[0]] = append(got[f[0]], n)
-		id := f[0] + " " + f[1]
-		k := key{l.Nomad.NodeID, l.File, *l.Offset}
-		if prev, ok := lineKey[id]; ok && prev != k {
-			r.KeyMismatches++
-		}
-		lineKey[id] = k
-		if other, ok := keyOf[k]; ok && other != id {
-			r.KeyCollisions++
-		}
-		keyOf[k] = id
-	}
-	for _, s := range streams {
-		byName[s.Name] = s
-		sr := checkStream(s, got[s.Name])
-		r.PerStream[s.Name] = sr
-		r.Written += sr.Written
-		r.Missing += sr.Missing
-		r.Duplicates += sr.Duplicates
-		r.OrderViolations += sr.OrderViolations
-		for i := range sr.Written {
-			if !s.IsPoison(i) {
-				r.Expected++
-			}
-		}
-		for _, n := range got[s.Name] {
-			if s.IsPoison(n) {
-				r.PoisonAccepted++
-			}
-		}
-	}
-	for name, seqs := range got {
-		if byName[name] == nil {
-			r.Unparsed += len(seqs)
-		}
-	}
-	return r
-}
-
-func checkStream(s *Stream, got []int) StreamReport {
-	written := s.Written()
-	sr := StreamReport{Written: written, Accepted: len(got), FirstMissing: -1}
-	seen := make([]bool, written)
-	next := 0 // the lowest expected line not accepted yet
-	skip := func() {
-		for next < written && (seen[next] || s.IsPoison(next)) {
-			next++
-		}
-	}
-	skip()
-	for _, n := range got {
-		if n < 0 || n >= written {
-			continue // never written: counted by the caller as unexpected
-		}
-		if n > next {
-			sr.OrderViolations++
-		}
-		if seen[n] {
-			sr.Duplicates++
-		}
-		seen[n] = true
-		skip()
-	}
-	for i := range written {
-		if !seen[i] && !s.IsPoison(i) {
-			if sr.FirstMissing < 0 {
-				sr.FirstMissing = i
-			}
-			sr.Missing++
-		}
-	}
-	return sr
 }
 
 // Names lists the streams' names, sorted.

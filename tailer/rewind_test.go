@@ -1,0 +1,100 @@
+package tailer_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/forward"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/tailer"
+)
+
+// scriptedOutput answers every batch at once, inside Submit, failing the
+// ones fail picks: a stream then finds the failure the next time it asks
+// for a buffer, in the middle of framing what it had read.
+type scriptedOutput struct {
+	free       chan *forward.Batch
+	batchBytes int
+	fail       func(n int) bool
+
+	mu        sync.Mutex
+	submitted int
+	failed    int
+	data      bytes.Buffer
+}
+
+func newScriptedOutput(batchBytes int, fail func(n int) bool) *scriptedOutput {
+	o := &scriptedOutput{free: make(chan *forward.Batch, 8), batchBytes: batchBytes, fail: fail}
+	for range cap(o.free) {
+		o.free <- &forward.Batch{Data: make([]byte, 0, 2*batchBytes)}
+	}
+	return o
+}
+
+func (o *scriptedOutput) Free() <-chan *forward.Batch { return o.free }
+func (o *scriptedOutput) BatchBytes() int             { return o.batchBytes }
+func (o *scriptedOutput) Release(b *forward.Batch)    { o.put(b) }
+
+func (o *scriptedOutput) put(b *forward.Batch) {
+	*b = forward.Batch{Data: b.Data[:0]}
+	o.free <- b
+}
+
+func (o *scriptedOutput) Submit(b *forward.Batch) {
+	o.mu.Lock()
+	n := o.submitted
+	o.submitted++
+	failed := b.Epoch != b.Source.Epoch() || o.fail(n)
+	if failed {
+		o.failed++
+	} else {
+		o.data.Write(b.Data)
+	}
+	o.mu.Unlock()
+	if failed {
+		b.Source.Failed(b)
+	} else {
+		b.Source.Written(b)
+	}
+	o.put(b)
+}
+
+func (o *scriptedOutput) messages(t *testing.T) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []string
+	for _, l := range strings.Split(strings.TrimSuffix(o.data.String(), "\n"), "\n") {
+		var r received
+		require.NoError(t, json.Unmarshal([]byte(l), &r), "line %q", l)
+		out = append(out, r.Message)
+	}
+	return out
+}
+
+// A failure the stream learns of while it frames a read must send it back
+// to its last commit before it frames another byte: the bytes at hand were
+// read from after that commit.
+func TestFailureFoundMidReadRewindsBeforeFramingMore(t *testing.T) {
+	h := newHarness(t)
+	want := numbered("line", 0, 5000) // about 60 KiB: one read
+	h.writeFile("web.stdout.0", strings.Join(want, "\n")+"\n")
+	// Batches of a few lines; every 7th fails.
+	out := newScriptedOutput(512, func(n int) bool { return n%7 == 3 })
+	store, err := checkpoint.Open(h.ckptPath, nil)
+	require.NoError(t, err)
+	mgr := tailer.NewManager(tailer.Config{Root: h.root, Output: out, Checkpoint: store})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, mgr.RunOnce(ctx, []enrich.Desired{target("web", "stdout")}))
+	assert.Positive(t, out.failed)
+	assertAtLeastOnceInOrder(t, want, out.messages(t))
+}
