@@ -85,7 +85,7 @@ func noCanary(t *testing.T, watch *inotifyWatch, lines [][]byte) (opens, leaked 
 // log line; no file outside the alloc dir is ever opened; the honest
 // allocation's lines all arrive.
 func TestHostileAPI(t *testing.T) {
-	w := newWorld(t, worldConfig{streams: specs("h", 2), api: fakenomad.Options{HugeBytes: 257 << 20}})
+	w := newWorld(t, worldConfig{streams: specs("h", 2), api: fakenomad.Options{HugeBytes: 65 << 20}})
 	honest := w.streams[0].Spec.AllocID
 	// <alloc dir>/<id>/alloc/logs/<task>.<stream>.0, with the hostile IDs
 	// and task names below, leads to these files.

@@ -28,8 +28,9 @@ type ClientConfig struct {
 	// unix:///PATH.
 	Address string
 	// MaxResponseBytes bounds a response body, decompressed (default
-	// 256 MiB): a broken or hostile API cannot make the daemon grow
-	// without limit.
+	// 64 MiB, --nomad-max-response-bytes): a broken or hostile API cannot
+	// make the daemon grow without limit. Decoding a listing costs about
+	// three times its size.
 	MaxResponseBytes int64
 }
 
@@ -66,7 +67,7 @@ var ErrResponseTooLarge = errors.New("response body exceeds the size limit")
 // $NOMAD_SECRETS_DIR/nomad_token (`identity { file = true }`).
 func NewClient(cfg ClientConfig) (*api.Client, ClientInfo, error) {
 	if cfg.MaxResponseBytes <= 0 {
-		cfg.MaxResponseBytes = 256 << 20
+		cfg.MaxResponseBytes = 64 << 20
 	}
 	conf := api.DefaultConfig()
 	info := ClientInfo{AddressFrom: "default"}

@@ -51,6 +51,7 @@ type runFlags struct {
 	drainDelay         time.Duration
 	reconcileInterval  time.Duration
 	nomadAddr          string
+	nomadMaxResponse   int64
 	nodeID             string
 	namespaces         []string
 	metaKeys           []string
@@ -84,6 +85,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.DurationVar(&f.drainDelay, "drain-delay", 10*time.Second, "a stopped allocation's stream is retired after this long with no new bytes")
 	fs.DurationVar(&f.reconcileInterval, "reconcile-interval", 30*time.Second, "how often the full list of allocations is fetched (or the alloc dir rescanned)")
 	fs.StringVar(&f.nomadAddr, "nomad-addr", "", "Nomad HTTP API address (default: NOMAD_ADDR, or the task API socket)")
+	fs.Int64Var(&f.nomadMaxResponse, "nomad-max-response-bytes", 64<<20, "refuse Nomad API responses larger than this (decompressed); decoding costs about 3x this in memory")
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's ID, rendered as nomad.node_id (default: asked from /v1/agent/self; with --offline, taken from --allocs-file)")
 	fs.StringArrayVar(&f.namespaces, "namespace", nil, "tail only this namespace (repeatable; default all)")
 	fs.StringArrayVar(&f.metaKeys, "meta", nil, "copy this task/group/job meta key into nomad.meta.KEY (repeatable)")
@@ -227,7 +229,7 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 			}
 		}
 	} else {
-		client, info, err := enrich.NewClient(enrich.ClientConfig{Address: f.nomadAddr})
+		client, info, err := enrich.NewClient(enrich.ClientConfig{Address: f.nomadAddr, MaxResponseBytes: f.nomadMaxResponse})
 		if err != nil {
 			return err
 		}
