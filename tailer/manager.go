@@ -100,6 +100,9 @@ func NewManager(cfg Config) *Manager {
 type running struct {
 	s      *stream
 	cancel context.CancelFunc
+	// done is closed when the stream's goroutine has returned (retired,
+	// or stopped); its exit may not have been handled yet.
+	done chan struct{}
 }
 
 // Run tails the targets of each snapshot that arrives on updates, until ctx
@@ -107,7 +110,7 @@ type running struct {
 // allocation stopped. Run returns once every stream has stopped.
 func (m *Manager) Run(ctx context.Context, updates <-chan []enrich.Desired) error {
 	streams := make(map[enrich.Target]*running)
-	exited := make(chan enrich.Target)
+	exited := make(chan *running)
 	var wg sync.WaitGroup
 	defer func() {
 		for _, r := range streams {
@@ -125,11 +128,11 @@ func (m *Manager) Run(ctx context.Context, updates <-chan []enrich.Desired) erro
 		select {
 		case <-ctx.Done():
 			return nil
-		case t := <-exited:
-			if r, ok := streams[t]; ok {
-				r.cancel()
-				delete(streams, t)
+		case r := <-exited:
+			if streams[r.s.target] == r { // not a newer stream of the same target
+				delete(streams, r.s.target)
 			}
+			r.cancel()
 			m.updateGauges(streams)
 		case snapshot, ok := <-updates:
 			if !ok {
@@ -143,37 +146,62 @@ func (m *Manager) Run(ctx context.Context, updates <-chan []enrich.Desired) erro
 	}
 }
 
-func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams map[enrich.Target]*running, exited chan<- enrich.Target, wg *sync.WaitGroup) {
+func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams map[enrich.Target]*running, exited chan<- *running, wg *sync.WaitGroup) {
 	seen := make(map[enrich.Target]bool, len(snapshot))
 	for _, d := range snapshot {
 		seen[d.Target] = true
 		if r, ok := streams[d.Target]; ok {
-			if d.Terminal && !r.s.terminal.Swap(true) {
-				r.s.log.Info("allocation stopped; draining stream", zap.Duration("drain_delay", m.cfg.DrainDelay))
-				r.s.poke()
+			switch {
+			case d.Terminal:
+				if r.s.drain() {
+					r.s.log.Info("allocation stopped; draining stream", zap.Duration("drain_delay", m.cfg.DrainDelay))
+					r.s.poke()
+				}
+				continue
+			case r.s.undrain():
+				// A listing that left it out (or called it stopped) was
+				// wrong: the allocation runs, its stream goes on.
+				r.s.log.Info("allocation listed as running again; no longer draining")
+				continue
+			case r.s.state.Load() != stateFinished:
+				continue
 			}
-			continue
+			// Retired a moment ago, yet listed as running: once its
+			// goroutine is gone (it has nothing left to wait for), it is
+			// started again below.
+			<-r.done
+			delete(streams, d.Target)
 		}
 		if e, ok := m.cfg.Checkpoint.Get(checkpointKey(d.Target)); ok && e.Finished {
-			continue
+			if d.Terminal {
+				continue
+			}
+			// Retired while its allocation was missing from a listing,
+			// but it runs: take it up again where it stopped.
+			m.cfg.Log.Warn("reopening a stream marked finished: its allocation is listed as running",
+				zap.String("alloc_id", d.Target.AllocID), zap.String("task", d.Target.Task), zap.String("stream", d.Target.Stream))
+			m.cfg.Checkpoint.Commit(unfinished(e))
 		}
 		s := newStream(&m.cfg, d, true, &m.readBuf)
 		sctx, cancel := context.WithCancel(ctx)
-		streams[d.Target] = &running{s: s, cancel: cancel}
+		r := &running{s: s, cancel: cancel, done: make(chan struct{})}
+		streams[d.Target] = r
 		s.log.Info("target added", zap.Bool("terminal", d.Terminal))
 		wg.Go(func() {
 			defer cancel()
-			if err := s.run(sctx); err != nil && !errors.Is(err, errFinished) {
+			err := s.run(sctx)
+			close(r.done)
+			if err != nil && !errors.Is(err, errFinished) {
 				s.log.Error("stream stopped", zap.Error(err))
 			}
 			select {
-			case exited <- d.Target:
+			case exited <- r:
 			case <-ctx.Done():
 			}
 		})
 	}
 	for t, r := range streams {
-		if !seen[t] && !r.s.terminal.Swap(true) {
+		if !seen[t] && r.s.drain() {
 			r.s.log.Info("allocation no longer listed; draining stream", zap.Duration("drain_delay", m.cfg.DrainDelay))
 			r.s.poke()
 		}
@@ -208,7 +236,7 @@ func (m *Manager) forgetGone(streams map[enrich.Target]*running) {
 func (m *Manager) updateGauges(streams map[enrich.Target]*running) {
 	draining := 0
 	for _, r := range streams {
-		if r.s.terminal.Load() {
+		if r.s.draining() {
 			draining++
 		}
 	}
@@ -235,6 +263,11 @@ func (m *Manager) RunOnce(ctx context.Context, targets []enrich.Desired) error {
 	wg.Wait()
 	m.cfg.Metrics.TargetsActive.Set(0)
 	return ctx.Err()
+}
+
+func unfinished(e checkpoint.Entry) checkpoint.Entry {
+	e.Finished = false
+	return e
 }
 
 func checkpointKey(t enrich.Target) checkpoint.Key {

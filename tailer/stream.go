@@ -116,7 +116,10 @@ type stream struct {
 	// lookAgain: events may have been lost (queue overflow, the folder
 	// went away): list the folder rather than trust highestSeen.
 	lookAgain atomic.Bool
-	terminal  atomic.Bool
+	// state is stateRunning, stateDraining (its allocation stopped, or
+	// its folder is gone) or stateFinished (retired). The manager may
+	// move it between running and draining; only the stream finishes it.
+	state atomic.Int32
 
 	// Owned by run.
 	files      []*logFile // open, ascending index
@@ -160,7 +163,9 @@ func newStream(cfg *Config, d enrich.Desired, markFinished bool, readBuf *sync.P
 		refused:      make(map[int64]bool),
 	}
 	s.highestSeen.Store(-1)
-	s.terminal.Store(d.Terminal)
+	if d.Terminal {
+		s.state.Store(stateDraining)
+	}
 	return s
 }
 
@@ -178,6 +183,22 @@ func (s *stream) notify(index int64) {
 	}
 	s.poke()
 }
+
+// Stream states; see stream.state.
+const (
+	stateRunning int32 = iota
+	stateDraining
+	stateFinished
+)
+
+func (s *stream) draining() bool { return s.state.Load() != stateRunning }
+
+// drain starts the drain rule; it reports whether the stream was running.
+func (s *stream) drain() bool { return s.state.CompareAndSwap(stateRunning, stateDraining) }
+
+// undrain takes a draining stream back to running; false when it was not
+// draining (running, or finished already).
+func (s *stream) undrain() bool { return s.state.CompareAndSwap(stateDraining, stateRunning) }
 
 func (s *stream) poke() {
 	select {
@@ -235,7 +256,7 @@ func (s *stream) run(ctx context.Context) error {
 		}
 		s.submitOrRelease()
 		s.commitIdlePosition()
-		if s.terminal.Load() && s.nInflight == 0 {
+		if s.draining() && s.nInflight == 0 {
 			if wait := s.cfg.DrainDelay - time.Since(s.lastData); wait <= 0 {
 				done, err := s.finish(ctx)
 				if err != nil || done {
@@ -295,10 +316,10 @@ func (s *stream) onPoll(absDir string) {
 		s.refreshHighest()
 		s.openAhead()
 	}
-	if s.sawDir && !s.terminal.Load() && !s.cfg.Root.Exists(s.target.AllocID) {
+	if s.sawDir && !s.draining() && !s.cfg.Root.Exists(s.target.AllocID) {
 		// The alloc dir is gone (GC): nothing new can appear, so the
 		// stream drains what its descriptors still hold.
-		s.terminal.Store(true)
+		s.drain()
 	}
 }
 
@@ -854,6 +875,9 @@ func (s *stream) finish(ctx context.Context) (done bool, err error) {
 				return false, nil // rewound: read again
 			}
 		}
+	}
+	if s.markFinished && !s.state.CompareAndSwap(stateDraining, stateFinished) {
+		return false, nil // listed as running again meanwhile: go on
 	}
 	s.reportUnopened()
 	s.committed = s.readPosition()

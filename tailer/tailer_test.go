@@ -510,3 +510,26 @@ func TestTruncationWhileAPartialLineIsHeld(t *testing.T) {
 	got := h.waitLines(3)
 	assert.Equal(t, []string{"one", "partial", "2"}, messages(got), "the held partial line is emitted, then the file is read again")
 }
+
+// A listing that wrongly leaves a running allocation out must not retire
+// its streams for good: listed as running again, a retired stream goes on
+// from where it stopped.
+func TestARetiredStreamListedAsRunningAgainGoesOn(t *testing.T) {
+	h := newHarness(t)
+	h.drainDelay = 20 * time.Millisecond
+	h.writeFile("web.stdout.0", "one\n")
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	h.waitLines(1)
+	p.updates <- nil // left out of a listing: drained and retired
+	key := checkpoint.Key{AllocID: testAlloc, Task: "web", Stream: "stdout"}
+	require.Eventually(t, func() bool { e, ok := h.store.Get(key); return ok && e.Finished }, 10*time.Second, time.Millisecond)
+
+	h.appendFile("web.stdout.0", "two\n")
+	p.updates <- []enrich.Desired{target("web", "stdout")} // running after all
+	got := h.waitLines(2)
+	assert.Equal(t, []string{"one", "two"}, messages(got))
+	e, _ := h.store.Get(key)
+	assert.False(t, e.Finished)
+	assert.Equal(t, 1, h.logs.FilterMessageSnippet("reopening a stream marked finished").Len())
+}
