@@ -36,6 +36,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.Rate, "rate", 100, "many-streams: lines per second per stream")
 	fs.DurationVar(&cfg.ManyStreams, "many-streams-for", 30*time.Second, "many-streams: measured window")
 	fs.DurationVar(&cfg.Idle, "idle-for", 60*time.Second, "idle: measured window")
+	fs.StringVar(&cfg.Fixtures, "fixtures", "testdata/nomad-2.0.5/api", "discovery: captured Nomad API answers whose allocation, node and agent the fake API serves")
 	fs.StringVar(&cfg.GoBench, "gobench", "", "output of `go test -bench . -benchmem ./...`, whose hot-path allocations become rows")
 	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "write a CPU profile of every forwarder run into this folder")
 	fs.StringVar(&cfg.WorkDir, "work-dir", "", "folder for generated data (default: a temporary one)")

@@ -58,6 +58,9 @@ func listen(streams int) (*receiver, error) {
 
 func (r *receiver) addr() string { return r.ln.Addr().String() }
 
+// url is the forwarder's --output for this receiver.
+func (r *receiver) url() string { return "tcp://" + r.addr() }
+
 func (r *receiver) close() {
 	r.ln.Close()
 	r.mu.Lock()

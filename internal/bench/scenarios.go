@@ -48,7 +48,7 @@ func throughput(ctx context.Context, e *env) ([]Row, error) {
 		if err != nil {
 			return nil, fmt.Errorf("yardstick: %w", err)
 		}
-		fr, err := timeOnce(ctx, r, cfg.Lines, cfg.Forwarder, e.forwarderArgs(name, r, "run", "--offline", "--once",
+		fr, err := timeOnce(ctx, r, cfg.Lines, cfg.Forwarder, e.forwarderArgs(name, r.url(), "run", "--offline", "--once",
 			"--alloc-dir", allocDir, "--allocs-file", allocsFile,
 			"--checkpoint", filepath.Join(e.dir, fmt.Sprintf("checkpoint-%d.msgpack", i)))...)
 		if err != nil {
@@ -132,7 +132,9 @@ func (l *live) close() {
 		l.daemon.kill()
 	}
 	l.recv.close()
-	l.fleet.close()
+	if l.fleet != nil {
+		l.fleet.close()
+	}
 }
 
 // startLive creates the fleet, writes one flush to every stream so that
@@ -140,8 +142,12 @@ func (l *live) close() {
 // those lines. The caller closes what it returns.
 func (e *env) startLive(ctx context.Context, name string) (*live, error) {
 	e.progress("creating %d allocations x 2 streams", e.cfg.Allocs)
-	f, err := newFleet(e.dir, e.cfg.Allocs)
+	f, err := newFleet(e.dir, e.cfg.Allocs, benchTask)
 	if err != nil {
+		return nil, err
+	}
+	if err := writeAllocations(f.allocsFile, e.cfg.Allocs); err != nil {
+		f.close()
 		return nil, err
 	}
 	r, err := listen(len(f.streams))
@@ -167,7 +173,7 @@ func (e *env) startLive(ctx context.Context, name string) (*live, error) {
 }
 
 func (e *env) startDaemon(name string, l *live) error {
-	d, err := startChild(e.cfg.Forwarder, e.forwarderArgs(name, l.recv, "run", "--offline",
+	d, err := startChild(e.cfg.Forwarder, e.forwarderArgs(name, l.recv.url(), "run", "--offline",
 		"--alloc-dir", l.fleet.allocDir, "--allocs-file", l.fleet.allocsFile,
 		"--checkpoint", filepath.Join(e.dir, "checkpoint.msgpack"))...)
 	l.daemon = d
