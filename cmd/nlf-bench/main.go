@@ -30,8 +30,8 @@ func run(args []string) int {
 		cfg.Scenarios = append(cfg.Scenarios, strings.Split(v, ",")...)
 		return nil
 	})
-	fs.IntVar(&cfg.Lines, "lines", 2_000_000, "throughput: lines in the file")
-	fs.IntVar(&cfg.Repeat, "repeat", 3, "throughput: runs of the yardstick and of the forwarder each (medians are reported)")
+	fs.IntVar(&cfg.Lines, "lines", 2_000_000, "throughput and http: lines in the file")
+	fs.IntVar(&cfg.Repeat, "repeat", 3, "throughput and http: runs of each side (medians are reported)")
 	fs.IntVar(&cfg.Allocs, "allocs", 500, "live scenarios: allocations, two streams each")
 	fs.IntVar(&cfg.Rate, "rate", 100, "many-streams: lines per second per stream")
 	fs.DurationVar(&cfg.ManyStreams, "many-streams-for", 30*time.Second, "many-streams: measured window")

@@ -23,8 +23,9 @@ type Config struct {
 	// Scenarios to run, by name; all when empty.
 	Scenarios []string
 
-	// Lines is the size of the throughput file; Repeat how many times the
-	// yardstick and the forwarder each read it (the medians are reported).
+	// Lines is the size of the file of the throughput and http scenarios;
+	// Repeat how many times each side reads it (the yardstick and the
+	// forwarder, or the forwarder to TCP and to HTTP; medians are reported).
 	Lines  int
 	Repeat int
 	// Allocs is the number of allocations of the live scenarios (two
@@ -81,6 +82,7 @@ type scenario struct {
 func scenarios() []scenario {
 	return []scenario{
 		{name: "throughput", run: throughput},
+		{name: "http", run: httpOutput},
 		{name: "many-streams", run: manyStreams},
 		{name: "idle", run: idle},
 		{name: "restart", run: restart},

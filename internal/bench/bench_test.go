@@ -52,6 +52,12 @@ func TestHarnessPrintsOneTableWithEveryScenario(t *testing.T) {
 	assert.Equal(t, Pass, byMetric["restart: lines sent again after the restart"].Result)
 	assert.Equal(t, "0 (BenchmarkPipeline)", byMetric["throughput: allocs/op, read+frame+render+batch+write, per line (tailer → forward)"].Measured)
 	assert.Equal(t, Fail, byMetric["throughput: allocs/op, batch writing, per batch (forward)"].Result, "the sample says 1 alloc/op")
+	for _, r := range rows {
+		if r.Scenario == "http" && r.Metric != "lines per request" {
+			assert.Equal(t, "informational", r.Target, "the HTTP output's cost is reported beside the socket output's: %s", r.Metric)
+			assert.True(t, strings.HasPrefix(r.Yardstick, "TCP: "), "%s: %s", r.Metric, r.Yardstick)
+		}
+	}
 	assert.Equal(t, Pass, byMetric["discovery: on disk first: lines delivered"].Result, "the first lines of every new allocation arrive once")
 	assert.Equal(t, Pass, byMetric["discovery: listed first: lines delivered"].Result)
 }
