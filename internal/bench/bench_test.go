@@ -24,7 +24,7 @@ func TestHarnessPrintsOneTableWithEveryScenario(t *testing.T) {
 		Forwarder: e2e.Binary(t), Ideal: e2e.Build(t, "./bench/ideal"),
 		Lines: 20_000, Repeat: 1, Allocs: 5, Rate: 100,
 		ManyStreams: 300 * time.Millisecond, Idle: 300 * time.Millisecond, Settle: 100 * time.Millisecond,
-		GoBench: gobench,
+		GoBench: gobench, Fixtures: "../../testdata/nomad-2.0.5/api",
 	})
 	require.NoError(t, err)
 	var table bytes.Buffer
@@ -52,7 +52,14 @@ func TestHarnessPrintsOneTableWithEveryScenario(t *testing.T) {
 	assert.Equal(t, Pass, byMetric["restart: lines sent again after the restart"].Result)
 	assert.Equal(t, "0 (BenchmarkPipeline)", byMetric["throughput: allocs/op, read+frame+render+batch+write, per line (tailer → forward)"].Measured)
 	assert.Equal(t, Fail, byMetric["throughput: allocs/op, batch writing, per batch (forward)"].Result, "the sample says 1 alloc/op")
-	assert.Equal(t, NotRunYet, rows[len(rows)-1].Result, "discovery waits for the fake Nomad API")
+	for _, r := range rows {
+		if r.Scenario == "http" && r.Metric != "lines per request" {
+			assert.Equal(t, "informational", r.Target, "the HTTP output's cost is reported beside the socket output's: %s", r.Metric)
+			assert.True(t, strings.HasPrefix(r.Yardstick, "TCP: "), "%s: %s", r.Metric, r.Yardstick)
+		}
+	}
+	assert.Equal(t, Pass, byMetric["discovery: on disk first: lines delivered"].Result, "the first lines of every new allocation arrive once")
+	assert.Equal(t, Pass, byMetric["discovery: listed first: lines delivered"].Result)
 }
 
 const sampleGoBench = `goos: linux

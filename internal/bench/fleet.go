@@ -14,9 +14,10 @@ import (
 // file: a task's lines reach the disk in one write per flush.
 const logmonFlush = 100 * time.Millisecond
 
-// fleet is a node's worth of live task streams: allocations with one task
-// whose stdout and stderr are written through the logmon imitation (Nomad's
-// default rotation: 10 files of 10 MiB).
+// fleet is a node's worth of live task streams: allocations (benchAllocID)
+// with one task whose stdout and stderr are written through the logmon
+// imitation (Nomad's default rotation: 10 files of 10 MiB). Stream 2i is
+// the stdout of allocation i, 2i+1 its stderr.
 type fleet struct {
 	allocDir   string
 	allocsFile string
@@ -32,22 +33,22 @@ type liveStream struct {
 	seq int64
 }
 
-func newFleet(dir string, allocs int) (*fleet, error) {
+// newFleet creates the log folders and first files of allocs allocations
+// whose task is named task, below dir/alloc.
+func newFleet(dir string, allocs int, task string) (*fleet, error) {
 	f := &fleet{
 		allocDir:   filepath.Join(dir, "alloc"),
 		allocsFile: filepath.Join(dir, "allocations.json"),
 		gen:        newLineGen(uint64(allocs)),
 	}
-	if err := writeAllocations(f.allocsFile, allocs); err != nil {
-		return nil, err
-	}
 	for i := range allocs {
 		logDir, err := logmon.AllocLogDir(f.allocDir, benchAllocID(i))
 		if err != nil {
+			f.close()
 			return nil, err
 		}
 		for _, stream := range []string{"stdout", "stderr"} {
-			out, err := logmon.New(logDir, benchTask, stream, logmon.Options{MaxFiles: 10, FileSize: 10 << 20})
+			out, err := logmon.New(logDir, task, stream, logmon.Options{MaxFiles: 10, FileSize: 10 << 20})
 			if err != nil {
 				f.close()
 				return nil, fmt.Errorf("create stream: %w", err)

@@ -58,6 +58,9 @@ func listen(streams int) (*receiver, error) {
 
 func (r *receiver) addr() string { return r.ln.Addr().String() }
 
+// url is the forwarder's --output for this receiver.
+func (r *receiver) url() string { return "tcp://" + r.addr() }
+
 func (r *receiver) close() {
 	r.ln.Close()
 	r.mu.Lock()
@@ -151,10 +154,17 @@ func (r *receiver) note(line []byte, now int64) {
 
 func (r *receiver) count() int64 { return r.lines.Load() }
 
+func (r *receiver) last() time.Time { return time.Unix(0, r.lastAt.Load()) }
+
 // waitCount waits until at least n lines arrived.
 func (r *receiver) waitCount(ctx context.Context, n int64, timeout time.Duration) error {
-	return waitUntil(ctx, timeout, func() bool { return r.count() >= n },
-		func() string { return fmt.Sprintf("%d of %d lines arrived", r.count(), n) })
+	return waitCount(ctx, r, n, timeout)
+}
+
+// waitCount waits until at least n lines arrived at s.
+func waitCount(ctx context.Context, s sink, n int64, timeout time.Duration) error {
+	return waitUntil(ctx, timeout, func() bool { return s.count() >= n },
+		func() string { return fmt.Sprintf("%d of %d lines arrived", s.count(), n) })
 }
 
 // startRecording starts collecting latencies; stopRecording returns them.

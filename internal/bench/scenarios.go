@@ -20,19 +20,8 @@ const maxCPURatio = 2.0
 func throughput(ctx context.Context, e *env) ([]Row, error) {
 	const name = "throughput"
 	cfg := e.cfg
-	allocDir := filepath.Join(e.dir, "alloc")
-	logDir, err := logmon.AllocLogDir(allocDir, benchAllocID(0))
+	data, err := e.writeOnceData()
 	if err != nil {
-		return nil, err
-	}
-	file := filepath.Join(logDir, benchTask+".stdout.0")
-	e.progress("writing %d lines", cfg.Lines)
-	size, err := writeLines(file, cfg.Lines, 1)
-	if err != nil {
-		return nil, err
-	}
-	allocsFile := filepath.Join(e.dir, "allocations.json")
-	if err := writeAllocations(allocsFile, 1); err != nil {
 		return nil, err
 	}
 	r, err := listen(0)
@@ -44,13 +33,11 @@ func throughput(ctx context.Context, e *env) ([]Row, error) {
 	var ideal, fwd []onceRun
 	var ratios []float64
 	for i := range cfg.Repeat {
-		ir, err := timeOnce(ctx, r, cfg.Lines, cfg.Ideal, "-file", file, "-addr", r.addr(), "-alloc-id", benchAllocID(0))
+		ir, err := timeOnce(ctx, r, cfg.Lines, cfg.Ideal, "-file", data.file, "-addr", r.addr(), "-alloc-id", benchAllocID(0))
 		if err != nil {
 			return nil, fmt.Errorf("yardstick: %w", err)
 		}
-		fr, err := timeOnce(ctx, r, cfg.Lines, cfg.Forwarder, e.forwarderArgs(name, r, "run", "--offline", "--once",
-			"--alloc-dir", allocDir, "--allocs-file", allocsFile,
-			"--checkpoint", filepath.Join(e.dir, fmt.Sprintf("checkpoint-%d.msgpack", i)))...)
+		fr, err := timeOnce(ctx, r, cfg.Lines, cfg.Forwarder, e.forwarderArgs(name, r.url(), data.args(e.dir, "tcp", i)...)...)
 		if err != nil {
 			return nil, fmt.Errorf("forwarder: %w", err)
 		}
@@ -63,10 +50,10 @@ func throughput(ctx context.Context, e *env) ([]Row, error) {
 	lines := float64(cfg.Lines)
 	perM := func(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()/lines*1e6) }
 	mibs := func(wall time.Duration) string {
-		return fmt.Sprintf("%.0f MiB/s", float64(size)/(1<<20)/wall.Seconds())
+		return fmt.Sprintf("%.0f MiB/s", float64(data.size)/(1<<20)/wall.Seconds())
 	}
 	rate := func(wall time.Duration) float64 { return lines / wall.Seconds() }
-	label := fmt.Sprintf("%d lines of ~%d B, one stream, --once to TCP (median of %d)", cfg.Lines, size/int64(cfg.Lines), cfg.Repeat)
+	label := fmt.Sprintf("%d lines of ~%d B, one stream, --once to TCP (median of %d)", cfg.Lines, data.size/int64(cfg.Lines), cfg.Repeat)
 	cpuRow := targetRow(name, "CPU-seconds per million lines", fmt.Sprintf("≤ %.1fx yardstick", maxCPURatio), perM(f.cpu), ratio <= maxCPURatio)
 	cpuRow.Yardstick, cpuRow.Ratio = perM(i.cpu), fmtRatio(ratio)
 	return []Row{
@@ -77,6 +64,38 @@ func throughput(ctx context.Context, e *env) ([]Row, error) {
 	}, nil
 }
 
+// onceData is what a `run --offline --once` reads: Lines generated lines
+// in one stream of one allocation, and a saved allocations response that
+// gives every line its full nomad object.
+type onceData struct {
+	allocDir, file, allocsFile string
+	size                       int64
+}
+
+func (e *env) writeOnceData() (*onceData, error) {
+	d := &onceData{allocDir: filepath.Join(e.dir, "alloc"), allocsFile: filepath.Join(e.dir, "allocations.json")}
+	logDir, err := logmon.AllocLogDir(d.allocDir, benchAllocID(0))
+	if err != nil {
+		return nil, err
+	}
+	d.file = filepath.Join(logDir, benchTask+".stdout.0")
+	e.progress("writing %d lines", e.cfg.Lines)
+	if d.size, err = writeLines(d.file, e.cfg.Lines, 1); err != nil {
+		return nil, err
+	}
+	if err := writeAllocations(d.allocsFile, 1); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// args are the arguments of the run-th forwarder run of a series, which
+// starts with a checkpoint of its own in dir so that it reads everything.
+func (d *onceData) args(dir, series string, run int) []string {
+	return []string{"run", "--offline", "--once", "--alloc-dir", d.allocDir, "--allocs-file", d.allocsFile,
+		"--checkpoint", filepath.Join(dir, fmt.Sprintf("checkpoint-%s-%d.msgpack", series, run))}
+}
+
 // onceRun is what one run to the end of the file cost.
 type onceRun struct {
 	cpu  time.Duration
@@ -84,9 +103,16 @@ type onceRun struct {
 	rss  int64
 }
 
-// timeOnce runs a process that ships lines lines to r and exits.
-func timeOnce(ctx context.Context, r *receiver, lines int, bin string, args ...string) (onceRun, error) {
-	before := r.count()
+// sink is a peer that counts the lines delivered to it: the TCP receiver
+// or the HTTP one.
+type sink interface {
+	count() int64
+	last() time.Time // when the last line arrived
+}
+
+// timeOnce runs a process that ships lines lines to s and exits.
+func timeOnce(ctx context.Context, s sink, lines int, bin string, args ...string) (onceRun, error) {
+	before := s.count()
 	c, err := startChild(bin, args...)
 	if err != nil {
 		return onceRun{}, err
@@ -94,14 +120,14 @@ func timeOnce(ctx context.Context, r *receiver, lines int, bin string, args ...s
 	if err := c.wait(5 * time.Minute); err != nil {
 		return onceRun{}, err
 	}
-	if err := r.waitCount(ctx, before+int64(lines), time.Minute); err != nil {
+	if err := waitCount(ctx, s, before+int64(lines), time.Minute); err != nil {
 		return onceRun{}, err
 	}
-	if got := r.count() - before; got != int64(lines) {
+	if got := s.count() - before; got != int64(lines) {
 		return onceRun{}, fmt.Errorf("%s delivered %d lines, want %d", bin, got, lines)
 	}
 	cpu, rss := c.usage()
-	return onceRun{cpu: cpu, wall: time.Unix(0, r.lastAt.Load()).Sub(c.started), rss: rss}, nil
+	return onceRun{cpu: cpu, wall: s.last().Sub(c.started), rss: rss}, nil
 }
 
 func medianRun(runs []onceRun) onceRun {
@@ -132,7 +158,9 @@ func (l *live) close() {
 		l.daemon.kill()
 	}
 	l.recv.close()
-	l.fleet.close()
+	if l.fleet != nil {
+		l.fleet.close()
+	}
 }
 
 // startLive creates the fleet, writes one flush to every stream so that
@@ -140,8 +168,12 @@ func (l *live) close() {
 // those lines. The caller closes what it returns.
 func (e *env) startLive(ctx context.Context, name string) (*live, error) {
 	e.progress("creating %d allocations x 2 streams", e.cfg.Allocs)
-	f, err := newFleet(e.dir, e.cfg.Allocs)
+	f, err := newFleet(e.dir, e.cfg.Allocs, benchTask)
 	if err != nil {
+		return nil, err
+	}
+	if err := writeAllocations(f.allocsFile, e.cfg.Allocs); err != nil {
+		f.close()
 		return nil, err
 	}
 	r, err := listen(len(f.streams))
@@ -167,7 +199,7 @@ func (e *env) startLive(ctx context.Context, name string) (*live, error) {
 }
 
 func (e *env) startDaemon(name string, l *live) error {
-	d, err := startChild(e.cfg.Forwarder, e.forwarderArgs(name, l.recv, "run", "--offline",
+	d, err := startChild(e.cfg.Forwarder, e.forwarderArgs(name, l.recv.url(), "run", "--offline",
 		"--alloc-dir", l.fleet.allocDir, "--allocs-file", l.fleet.allocsFile,
 		"--checkpoint", filepath.Join(e.dir, "checkpoint.msgpack"))...)
 	l.daemon = d
@@ -352,4 +384,64 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// httpOutput: the throughput scenario's data, `run --offline --once` to an
+// HTTP receiver (gzip, acknowledged: a batch counts once the receiver
+// answered) and to the TCP receiver, alternately. No target: it reports
+// what the acknowledged output costs beside the socket output.
+func httpOutput(ctx context.Context, e *env) ([]Row, error) {
+	const name = "http"
+	cfg := e.cfg
+	data, err := e.writeOnceData()
+	if err != nil {
+		return nil, err
+	}
+	r, err := listen(0)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	h, err := listenHTTP()
+	if err != nil {
+		return nil, err
+	}
+	defer h.close()
+
+	var socket, web []onceRun
+	var cpuRatios []float64
+	for i := range cfg.Repeat {
+		sr, err := timeOnce(ctx, r, cfg.Lines, cfg.Forwarder, e.forwarderArgs(name+"-tcp", r.url(), data.args(e.dir, "tcp", i)...)...)
+		if err != nil {
+			return nil, fmt.Errorf("forwarder to TCP: %w", err)
+		}
+		hr, err := timeOnce(ctx, h, cfg.Lines, cfg.Forwarder, e.forwarderArgs(name, h.url(), data.args(e.dir, "http", i)...)...)
+		if err != nil {
+			return nil, fmt.Errorf("forwarder to HTTP: %w", err)
+		}
+		socket, web = append(socket, sr), append(web, hr)
+		cpuRatios = append(cpuRatios, hr.cpu.Seconds()/sr.cpu.Seconds())
+		e.progress("run %d: to TCP %s CPU, %s; to HTTP %s CPU, %s (%.2fx CPU)", i+1,
+			sr.cpu.Round(time.Millisecond), sr.wall.Round(time.Millisecond),
+			hr.cpu.Round(time.Millisecond), hr.wall.Round(time.Millisecond), cpuRatios[i])
+	}
+	s, w := medianRun(socket), medianRun(web)
+	lines := float64(cfg.Lines)
+	perM := func(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()/lines*1e6) }
+	rate := func(wall time.Duration) float64 { return lines / wall.Seconds() }
+	vsSocket := func(metric, http, tcp, ratio string) Row {
+		return Row{Scenario: name, Metric: metric, Target: "informational", Measured: http, Yardstick: "TCP: " + tcp, Ratio: ratio}
+	}
+	sent := float64(lines) * float64(cfg.Repeat)
+	return []Row{
+		vsSocket(fmt.Sprintf("%d lines of ~%d B, one stream, --once to HTTP (gzip, 200 at once), vs --once to TCP, alternately (median of %d): lines/s",
+			cfg.Lines, data.size/int64(cfg.Lines), cfg.Repeat),
+			fmtRate(rate(w.wall)), fmtRate(rate(s.wall)), fmtRatio(rate(w.wall)/rate(s.wall))),
+		vsSocket("CPU-seconds per million lines", perM(w.cpu), perM(s.cpu), fmtRatio(median(cpuRatios))),
+		vsSocket("peak RSS", fmtMiB(w.rss), fmtMiB(s.rss), fmtRatio(float64(w.rss)/float64(s.rss))),
+		vsSocket("bytes sent per line (HTTP: gzipped request bodies)",
+			fmt.Sprintf("%.0f B", float64(h.wire.Load())/sent), fmt.Sprintf("%.0f B", float64(h.bytes.Load())/sent),
+			fmtRatio(float64(h.wire.Load())/float64(h.bytes.Load()))),
+		infoRow(name, "lines per request", fmt.Sprintf("%.0f", float64(h.lines.Load())/float64(h.requests.Load()))),
+	}, nil
 }

@@ -10,11 +10,10 @@ import (
 
 // Result of a row.
 const (
-	Pass      = "PASS"
-	Fail      = "FAIL"
-	NotRunYet = "not run yet"
-	NotRun    = "not run"
-	Error     = "ERROR"
+	Pass   = "PASS"
+	Fail   = "FAIL"
+	NotRun = "not run"
+	Error  = "ERROR"
 )
 
 // Row is one line of the table: a figure, the target it must meet (empty
