@@ -98,3 +98,30 @@ func TestFailureFoundMidReadRewindsBeforeFramingMore(t *testing.T) {
 	assert.Positive(t, out.failed)
 	assertAtLeastOnceInOrder(t, want, out.messages(t))
 }
+
+// A failure learnt while framing file N+1 can send the stream back into
+// file N: the bytes of N+1 already read must not make it skip the rest of
+// N. Each run fails one batch near the rotation.
+func TestRewindIntoThePreviousFileLosesNothing(t *testing.T) {
+	want := numbered("line", 0, 3300)
+	for k := 1490; k < 1510; k++ {
+		h := newHarness(t)
+		h.writeFile("web.stdout.0", strings.Join(want[:2999], "\n")+"\n")
+		h.writeFile("web.stdout.1", strings.Join(want[2999:3200], "\n")+"\n")
+		h.writeFile("web.stdout.2", strings.Join(want[3200:], "\n")+"\n")
+		out := newScriptedOutput(512, func(n int) bool { return n == k })
+		store, err := checkpoint.Open(h.ckptPath, nil)
+		require.NoError(t, err)
+		mgr := tailer.NewManager(tailer.Config{Root: h.root, Output: out, Checkpoint: store})
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		require.NoError(t, mgr.RunOnce(ctx, []enrich.Desired{target("web", "stdout")}))
+		cancel()
+		got := map[string]bool{}
+		for _, m := range out.messages(t) {
+			got[m] = true
+		}
+		for _, w := range want {
+			require.True(t, got[w], "failing batch %d: line %q never arrived", k, w)
+		}
+	}
+}

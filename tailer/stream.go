@@ -372,9 +372,10 @@ func (s *stream) resumeFrom(e checkpoint.Entry) bool {
 	case errors.Is(err, fs.ErrNotExist):
 		next, ok := s.nextExisting(e.FileIndex + 1)
 		if !ok {
-			// Nothing at or after the checkpoint yet: wait for that index.
+			// Nothing at or after the checkpoint yet: wait for that index,
+			// which will be a new file, read from its start.
 			s.openNext = e.FileIndex
-			s.committed = Position{Index: e.FileIndex, Offset: e.Offset, Dev: e.Dev, Ino: e.Inode}
+			s.committed = Position{Index: e.FileIndex}
 			return true
 		}
 		s.reportGap(e.FileIndex, next, "while the daemon was not running")
@@ -465,8 +466,11 @@ func (s *stream) pump(ctx context.Context) error {
 			s.metrics.bytesRead.Add(float64(n))
 			s.consume(buf[:n], lf)
 			readSome = true
-			if n == len(buf) || s.readOff < off+int64(n) {
-				continue // more to read, or a batch to wait for first
+			if s.rewinds != rewinds || n == len(buf) || s.readOff < off+int64(n) {
+				// A failure came back while framing (the position is the
+				// last commit now, maybe in an earlier file), or there is
+				// more to read, or a batch to wait for first.
+				continue
 			}
 			// A short read ended at the end of the file as it is now:
 			// reading again would find nothing (a later write wakes the
@@ -857,9 +861,17 @@ func (s *stream) listIndexes(from int64) (lo, hi int64, ok bool) {
 // partial last line, then the wait for the output to confirm everything.
 // done=false means there was more to read after all.
 func (s *stream) finish(ctx context.Context) (done bool, err error) {
+	// One last look: bytes written since the last read (the wake-up that
+	// announced them may not have been taken yet), and newer files.
+	if err := s.pump(ctx); err != nil {
+		return false, err
+	}
 	s.refreshHighest()
-	if s.openAhead() > 0 {
+	if s.openAhead() > 0 || s.batch != nil && s.batch.Lines > 0 {
 		return false, nil
+	}
+	if !s.draining() {
+		return false, nil // listed as running again: the partial line waits
 	}
 	if rewound, err := s.emitPartial(ctx); err != nil || rewound {
 		return false, err
