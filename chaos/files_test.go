@@ -123,7 +123,8 @@ func TestRotateStorm(t *testing.T) {
 	unread, partial := acct.unread()
 	arrivals := w.recv.Arrivals()
 	stall := maxStall(arrivals, stormStart, arrivals[len(arrivals)-1])
-	logged := countLogs(w.stderr(), "log file was purged before it could be opened")
+	logged := countLogs(w.stderr(), "log file was purged before it could be opened") +
+		sumLogField(w.stderr(), "more log files were purged before they could be opened", "files")
 	rep.Add("missing_from_opened_files", acct.missingFromOpened())
 	rep.Add("files", len(acct.written))
 	rep.Add("files_unread", len(unread))
@@ -195,7 +196,9 @@ func TestGCWhileDraining(t *testing.T) {
 	rep := w.report("gc-while-draining")
 	acct := accountFiles(out, w.tally.Lines())
 	unread, partial := acct.unread()
-	logged := countLogs(w.stderr(), "log file was purged before it could be opened") + sumLogField(w.stderr(), "the alloc dir was deleted before these log files could be opened", "files")
+	logged := countLogs(w.stderr(), "log file was purged before it could be opened") +
+		sumLogField(w.stderr(), "more log files were purged before they could be opened", "files") +
+		sumLogField(w.stderr(), "the alloc dir was deleted before these log files could be opened", "files")
 	rep.Add("missing_from_opened_files", acct.missingFromOpened())
 	rep.Add("files", len(acct.written))
 	rep.Add("files_held_at_gc", len(atGC))

@@ -133,16 +133,19 @@ type stream struct {
 	localEpoch uint64
 	// rewinds counts rewinds, so that bytes read before one are never
 	// framed after it.
-	rewinds    uint64
-	committed  Position // last position the output confirmed
-	lastData   time.Time
-	timestamp  []byte
-	renderIdx  int64
-	refused    map[int64]bool
-	watched    bool
-	sawDir     bool // the log folder existed once; its absence now means GC
-	truncLog   time.Time
-	truncCount int64
+	rewinds   uint64
+	committed Position // last position the output confirmed
+	lastData  time.Time
+	timestamp []byte
+	renderIdx int64
+	refused   map[int64]bool
+	watched   bool
+	sawDir    bool // the log folder existed once; its absence now means GC
+	// outOfSequence is the highest index last reported by
+	// noteOutOfSequence.
+	outOfSequence int64
+	truncLog      time.Time
+	truncCount    int64
 }
 
 func newStream(cfg *Config, d enrich.Desired, markFinished bool, readBuf *sync.Pool) *stream {
@@ -744,6 +747,16 @@ func (s *stream) openAhead() (opened int) {
 			if idx >= s.highestSeen.Load() {
 				return opened
 			}
+			// A newer file exists, but not this one. logmon purges the
+			// oldest files first, so if this index was purged, the file
+			// before it is gone from the folder too. If that one is still
+			// there, the newer file is not logmon's (a file dropped into
+			// the folder): wait for this index rather than skip to it.
+			if n := len(s.files); n > 0 && s.files[n-1].index == idx-1 &&
+				s.cfg.Root.IsFile(s.fileRel(idx-1), s.files[n-1].dev, s.files[n-1].ino) {
+				s.noteOutOfSequence(idx)
+				return opened
+			}
 			next, ok := s.nextExisting(idx + 1)
 			if !ok {
 				return opened
@@ -774,16 +787,37 @@ func (s *stream) fileRel(idx int64) string {
 	return s.dir + "/" + enrich.LogFileName(s.target.Task, s.target.Stream, idx)
 }
 
+// maxGapLogs bounds the warnings for one gap: each purged file is named
+// up to this many, the rest are summed up in one line (a folder that tasks
+// can write must not be able to make the daemon log without end).
+const maxGapLogs = 100
+
 func (s *stream) reportGap(from, to int64, when string) {
-	for i := from; i < to; i++ {
-		name := s.cfg.Root.Join(s.fileRel(i))
-		msg := "log file was purged before it could be opened; its lines are lost"
-		if when != "" {
-			msg += " (" + when + ")"
-		}
-		s.log.Warn(msg, zap.String("file", name))
-		s.metrics.filesSkipped.Inc()
+	msg := "log file was purged before it could be opened; its lines are lost"
+	if when != "" {
+		msg += " (" + when + ")"
 	}
+	for i := from; i < min(to, from+maxGapLogs); i++ {
+		s.log.Warn(msg, zap.String("file", s.cfg.Root.Join(s.fileRel(i))))
+	}
+	if to-from > maxGapLogs {
+		s.log.Warn("more log files were purged before they could be opened; their lines are lost",
+			zap.Int64("files", to-from-maxGapLogs), zap.String("up_to", s.cfg.Root.Join(s.fileRel(to-1))))
+	}
+	s.metrics.filesSkipped.Add(float64(to - from))
+}
+
+// noteOutOfSequence logs, once per index, a newer log file that cannot be
+// logmon's because the file before the missing one is still there.
+func (s *stream) noteOutOfSequence(missing int64) {
+	hi := s.highestSeen.Load()
+	if s.outOfSequence == hi {
+		return // said already for this stray file
+	}
+	s.outOfSequence = hi
+	s.log.Warn("a log file with a higher index exists, but not the next one, and the current file was not purged: "+
+		"not logmon's rotation (a file dropped into the folder?); waiting for the next index",
+		zap.String("waiting_for", s.cfg.Root.Join(s.fileRel(missing))), zap.Int64("highest_index_seen", s.highestSeen.Load()))
 }
 
 func (s *stream) openIndex(idx int64) (*logFile, error) {

@@ -207,11 +207,53 @@ func TestFileDeletedAfterOpenIsReadToItsEnd(t *testing.T) {
 func TestFilePurgedBeforeOpenIsCountedAndSkipped(t *testing.T) {
 	h := newHarness(t)
 	h.writeFile("web.stdout.0", "zero\n")
-	h.writeFile("web.stdout.2", "two\n") // 1 was purged before we got to it
-	h.runOnce(target("web", "stdout"))
-	assert.Equal(t, []string{"zero", "two"}, messages(h.out.lines(t)))
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	h.waitLines(1)
+	// logmon rotated twice while we were not looking and purged the
+	// oldest files (.0, which we hold, and .1, which we never saw).
+	require.NoError(t, os.Remove(filepath.Join(h.logDir(), "web.stdout.0")))
+	h.writeFile("web.stdout.2", "two\n")
+	got := h.waitLines(2)
+	assert.Equal(t, []string{"zero", "two"}, messages(got))
 	assert.Equal(t, 1.0, testutil.ToFloat64(h.metrics.FilesSkipped))
 	assert.Equal(t, 1, h.logs.FilterMessageSnippet("purged before it could be opened").Len())
+}
+
+// A file with a far higher index dropped into the folder (0777: anyone can)
+// is not a logmon rotation: the stream does not skip the real files.
+func TestAStrayHighIndexDoesNotMakeTheStreamSkip(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "a\n")
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	h.waitLines(1)
+	h.writeFile("web.stdout.999999999999999999", "stray\n")
+	require.Eventually(t, func() bool { return h.logs.FilterMessageSnippet("not logmon's rotation").Len() == 1 }, 10*time.Second, time.Millisecond)
+	h.writeFile("web.stdout.1", "b\n")
+	h.writeFile("web.stdout.2", "c\n")
+	got := h.waitLines(3)
+	assert.Equal(t, []string{"a", "b", "c"}, messages(got))
+	assert.Equal(t, 0.0, testutil.ToFloat64(h.metrics.FilesSkipped))
+	assert.Equal(t, 0, h.logs.FilterMessageSnippet("purged before").Len())
+	assert.Equal(t, 1, h.logs.FilterMessageSnippet("not logmon's rotation").Len(), "said once")
+}
+
+// Even when a gap is real, an absurd one costs a bounded number of
+// warnings, not one per missing index.
+func TestAHugeGapIsLoggedBounded(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "a\n")
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	h.waitLines(1)
+	require.NoError(t, os.Remove(filepath.Join(h.logDir(), "web.stdout.0")))
+	h.writeFile("web.stdout.1000000000", "far\n")
+	got := h.waitLines(2)
+	assert.Equal(t, []string{"a", "far"}, messages(got))
+	assert.Equal(t, 999999999.0, testutil.ToFloat64(h.metrics.FilesSkipped))
+	assert.Equal(t, 100, h.logs.FilterMessageSnippet("log file was purged before").Len())
+	assert.Equal(t, 1, h.logs.FilterMessageSnippet("more log files were purged").Len())
 }
 
 func TestCheckpointedFilePurgedWhileDown(t *testing.T) {

@@ -123,6 +123,19 @@ func (r *Root) Exists(rel string) bool {
 	return err == nil
 }
 
+// IsFile reports whether rel (not followed if a symlink) is the file with
+// device dev and inode ino: whether a file still has its name.
+func (r *Root) IsFile(rel string, dev, ino uint64) bool {
+	if checkRel(rel) != nil {
+		return false
+	}
+	var st unix.Stat_t
+	if unix.Fstatat(r.fd, rel, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		return false
+	}
+	return uint64(st.Dev) == dev && st.Ino == ino
+}
+
 func (r *Root) open(rel string, flags int) (int, error) {
 	if err := checkRel(rel); err != nil {
 		return -1, err
