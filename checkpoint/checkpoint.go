@@ -35,15 +35,18 @@ func (k Key) String() string { return k.AllocID + "/" + k.Task + "." + k.Stream 
 // first line not yet confirmed written, in file <task>.<stream>.<FileIndex>,
 // whose device and inode were Dev and Inode.
 type Entry struct {
-	AllocID   string    `msgpack:"alloc_id"`
-	Task      string    `msgpack:"task"`
-	Stream    string    `msgpack:"stream"`
-	FileIndex int64     `msgpack:"file_index"`
-	Offset    int64     `msgpack:"offset"`
-	Dev       uint64    `msgpack:"dev"`
-	Inode     uint64    `msgpack:"inode"`
-	Finished  bool      `msgpack:"finished"`
-	UpdatedAt time.Time `msgpack:"updated_at"`
+	AllocID   string `msgpack:"alloc_id"`
+	Task      string `msgpack:"task"`
+	Stream    string `msgpack:"stream"`
+	FileIndex int64  `msgpack:"file_index"`
+	Offset    int64  `msgpack:"offset"`
+	Dev       uint64 `msgpack:"dev"`
+	Inode     uint64 `msgpack:"inode"`
+	// InLongLine: Offset is inside a line longer than --max-line-bytes
+	// whose head was already sent; the rest of it is skipped.
+	InLongLine bool      `msgpack:"in_long_line,omitempty"`
+	Finished   bool      `msgpack:"finished"`
+	UpdatedAt  time.Time `msgpack:"updated_at"`
 }
 
 // Key returns the stream the entry belongs to.

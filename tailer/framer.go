@@ -9,6 +9,9 @@ type Position struct {
 	Offset int64
 	Dev    uint64
 	Ino    uint64
+	// InLongLine: the position is inside a line that was already emitted
+	// truncated; reading resumes by skipping to that line's end.
+	InLongLine bool
 }
 
 // line is one framed line. data is only valid until the next frame call.
@@ -100,14 +103,29 @@ func (f *framer) flush() (l line, ok bool) {
 }
 
 // resume is where reading must start again to lose nothing that was not
-// emitted: the first byte of an unfinished line, else at. A line that was
-// emitted truncated but not finished resumes at its start (its head is
-// emitted once more rather than its tail taken for a line).
+// emitted: the first byte of an unfinished line, else at. Inside a line
+// that was already emitted truncated, it is at, marked InLongLine: the
+// rest of that line is skipped after a restart too, and the files it
+// spans can be let go (a long line may span more files than a stream may
+// hold open).
 func (f *framer) resume(at Position) Position {
-	if f.inLine {
+	switch {
+	case f.skipping:
+		at.InLongLine = true
+		return at
+	case f.inLine:
 		return f.start
 	}
 	return at
+}
+
+// resumeAt puts the framer where p says: at a line's start, or inside a
+// long line whose rest is to be skipped.
+func (f *framer) resumeAt(p Position) {
+	f.reset()
+	if p.InLongLine {
+		f.inLine, f.skipping, f.start = true, true, p
+	}
 }
 
 func (f *framer) reset() {

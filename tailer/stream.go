@@ -230,7 +230,7 @@ func (s *stream) Failed(b *forward.Batch) {
 func (s *stream) entry(p Position, finished bool) checkpoint.Entry {
 	return checkpoint.Entry{
 		AllocID: s.key.AllocID, Task: s.key.Task, Stream: s.key.Stream,
-		FileIndex: p.Index, Offset: p.Offset, Dev: p.Dev, Inode: p.Ino, Finished: finished,
+		FileIndex: p.Index, Offset: p.Offset, Dev: p.Dev, Inode: p.Ino, InLongLine: p.InLongLine, Finished: finished,
 	}
 }
 
@@ -362,15 +362,15 @@ func (s *stream) resumeFrom(e checkpoint.Entry) bool {
 			zap.Int64("file_index", e.FileIndex), zap.Uint64("checkpoint_inode", e.Inode), zap.Uint64("inode", lf.ino))
 		return false
 	case err == nil:
-		off := e.Offset
-		if size := fileSize(lf.f); size < off {
+		s.committed = Position{Index: lf.index, Offset: e.Offset, Dev: lf.dev, Ino: lf.ino, InLongLine: e.InLongLine}
+		if size := fileSize(lf.f); size < e.Offset {
 			s.log.Warn("checkpointed file is shorter than the saved offset (truncated); reading it from the start",
-				zap.String("file", lf.f.Name()), zap.Int64("offset", off), zap.Int64("size", size))
+				zap.String("file", lf.f.Name()), zap.Int64("offset", e.Offset), zap.Int64("size", size))
 			s.metrics.filesTruncated.Inc()
-			off = 0
+			s.committed = Position{Index: lf.index, Dev: lf.dev, Ino: lf.ino}
 		}
-		s.files, s.openNext, s.readOff = []*logFile{lf}, e.FileIndex+1, off
-		s.committed = Position{Index: lf.index, Offset: off, Dev: lf.dev, Ino: lf.ino}
+		s.files, s.openNext, s.readOff = []*logFile{lf}, e.FileIndex+1, s.committed.Offset
+		s.fr.resumeAt(s.committed)
 		return true
 	case errors.Is(err, fs.ErrNotExist):
 		next, ok := s.nextExisting(e.FileIndex + 1)
@@ -690,7 +690,7 @@ func (s *stream) rewind() {
 	if s.batch != nil {
 		s.batch.Data, s.batch.Lines = s.batch.Data[:0], 0
 	}
-	s.fr.reset()
+	s.fr.resumeAt(s.committed)
 	for i, lf := range s.files {
 		if lf.index == s.committed.Index {
 			s.readAt, s.readOff = i, s.committed.Offset

@@ -575,3 +575,34 @@ func TestARetiredStreamListedAsRunningAgainGoesOn(t *testing.T) {
 	assert.False(t, e.Finished)
 	assert.Equal(t, 1, h.logs.FilterMessageSnippet("reopening a stream marked finished").Len())
 }
+
+// A line longer than --max-line-bytes may span more files than a stream
+// holds open: once its head is sent, the files it spans are let go, and a
+// restart inside it skips its rest instead of taking it for a line.
+func TestALongLineSpanningManyFiles(t *testing.T) {
+	h := newHarness(t)
+	h.maxLine = 100
+	h.writeFile("web.stdout.0", "first\n"+strings.Repeat("x", 50))
+	for i := 1; i <= tailer.MaxOpenFiles+4; i++ {
+		h.writeFile(fmt.Sprintf("web.stdout.%d", i), strings.Repeat("x", 50))
+	}
+	p := h.daemon(target("web", "stdout"))
+	got := h.waitLines(2)
+	assert.Equal(t, "first", got[0].Message)
+	assert.True(t, got[1].Truncated)
+	assert.Equal(t, int64(6), got[1].Offset)
+	key := checkpoint.Key{AllocID: testAlloc, Task: "web", Stream: "stdout"}
+	require.Eventually(t, func() bool {
+		e, ok := h.store.Get(key)
+		return ok && e.FileIndex == tailer.MaxOpenFiles+4 && e.InLongLine
+	}, 10*time.Second, time.Millisecond, "the commit moves along inside the long line")
+	p.stop()
+
+	// After a restart the line goes on, then a new one: only the new one
+	// is a line.
+	h.writeFile(fmt.Sprintf("web.stdout.%d", tailer.MaxOpenFiles+5), "xx\nafter\n")
+	h.out = newMemOutput()
+	p = h.daemon(target("web", "stdout"))
+	defer p.stop()
+	assert.Equal(t, []string{"after"}, messages(h.waitLines(1)))
+}
