@@ -181,6 +181,8 @@ type pipeline struct {
 	updates chan []enrich.Desired
 	wg      sync.WaitGroup
 	mgrDone chan struct{}
+	// stopWatcher ends the watcher alone, as a failure of inotify would.
+	stopWatcher context.CancelFunc
 }
 
 func (h *harness) start() *pipeline {
@@ -198,7 +200,9 @@ func (h *harness) start() *pipeline {
 	watcher, err := tailer.NewWatcher(log)
 	require.NoError(h.t, err)
 	p.wg.Go(func() { p.writer.Run(context.Background()) })
-	p.wg.Go(func() { watcher.Run(ctx) })
+	watcherCtx, stopWatcher := context.WithCancel(ctx)
+	p.stopWatcher = stopWatcher
+	p.wg.Go(func() { watcher.Run(watcherCtx) })
 	p.mgr = tailer.NewManager(tailer.Config{
 		Root: h.root, Output: p.writer, Checkpoint: store, Watcher: watcher, MaxLineBytes: h.maxLine, ReadFrom: h.readFrom,
 		DrainDelay: h.drainDelay, Log: log, Metrics: h.metrics, PollInterval: h.poll,

@@ -289,8 +289,12 @@ func (s *stream) run(ctx context.Context) error {
 	}
 }
 
+// isWatched: inotify tells this stream about its files, so it need not
+// look for them itself.
+func (s *stream) isWatched() bool { return s.watched && s.cfg.Watcher.alive() }
+
 func (s *stream) pollInterval() time.Duration {
-	if s.watched {
+	if s.isWatched() {
 		return s.cfg.PollInterval
 	}
 	return s.cfg.FallbackPollInterval
@@ -309,7 +313,7 @@ func (s *stream) onPoll(absDir string) {
 	if !s.watched {
 		s.watched = s.cfg.Watcher.subscribe(absDir, s.target.Task, s.target.Stream, s)
 	}
-	if s.watched {
+	if s.isWatched() {
 		// A safety net against lost events: list the folder. (An
 		// unwatched stream polls often, and tries to open the next file
 		// instead, which costs less than a listing.)
@@ -721,7 +725,7 @@ func (s *stream) releaseFiles() {
 func (s *stream) openAhead() (opened int) {
 	for len(s.files) < MaxOpenFiles {
 		idx := s.openNext
-		if s.watched && idx > s.highestSeen.Load() {
+		if s.isWatched() && idx > s.highestSeen.Load() {
 			return opened // no event named this file: it does not exist yet
 		}
 		lf, err := s.openIndex(idx)

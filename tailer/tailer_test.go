@@ -606,3 +606,19 @@ func TestALongLineSpanningManyFiles(t *testing.T) {
 	defer p.stop()
 	assert.Equal(t, []string{"after"}, messages(h.waitLines(1)))
 }
+
+// Streams rely on inotify for new files; once the watcher is gone they
+// look for themselves, at the fallback poll's pace, not the safety net's.
+func TestStreamsPollWhenTheWatcherDies(t *testing.T) {
+	h := newHarness(t)
+	h.poll = time.Hour // the safety-net poll never comes in this test
+	h.writeFile("web.stdout.0", "zero\n")
+	p := h.daemon(target("web", "stdout"))
+	defer p.stop()
+	h.waitLines(1)
+	p.stopWatcher()
+	h.appendFile("web.stdout.0", "more\n")
+	h.writeFile("web.stdout.1", "one\n")
+	got := h.waitLines(3)
+	assert.Equal(t, []string{"zero", "more", "one"}, messages(got))
+}

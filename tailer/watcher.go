@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -43,6 +44,9 @@ type Watcher struct {
 	inotify int // non-blocking inotify descriptor
 	stop    int // eventfd that interrupts Run's wait
 	log     *zap.Logger
+
+	// dead is closed, readable without the lock (streams ask often).
+	dead atomic.Bool
 
 	mu     sync.Mutex
 	closed bool
@@ -230,6 +234,18 @@ func (w *Watcher) close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
+	w.dead.Store(true)
 	unix.Close(w.inotify)
 	unix.Close(w.stop)
+	// No more events will come: every stream must look for itself now
+	// (alive says so from here on).
+	for _, d := range w.dirs {
+		for _, s := range d.subs {
+			s.notify(-1)
+		}
+	}
 }
+
+// alive reports whether the watcher still delivers events; streams that
+// relied on it poll often once it does not.
+func (w *Watcher) alive() bool { return w != nil && !w.dead.Load() }
