@@ -181,8 +181,9 @@ type pipeline struct {
 	updates chan []enrich.Desired
 	wg      sync.WaitGroup
 	mgrDone chan struct{}
-	// stopWatcher ends the watcher alone, as a failure of inotify would.
-	stopWatcher context.CancelFunc
+	// stopWatcher ends the watcher alone, as a failure of inotify would,
+	// and waits until it is gone.
+	stopWatcher func()
 }
 
 func (h *harness) start() *pipeline {
@@ -201,8 +202,9 @@ func (h *harness) start() *pipeline {
 	require.NoError(h.t, err)
 	p.wg.Go(func() { p.writer.Run(context.Background()) })
 	watcherCtx, stopWatcher := context.WithCancel(ctx)
-	p.stopWatcher = stopWatcher
-	p.wg.Go(func() { watcher.Run(watcherCtx) })
+	watcherDone := make(chan struct{})
+	p.stopWatcher = func() { stopWatcher(); <-watcherDone }
+	p.wg.Go(func() { watcher.Run(watcherCtx); close(watcherDone) })
 	p.mgr = tailer.NewManager(tailer.Config{
 		Root: h.root, Output: p.writer, Checkpoint: store, Watcher: watcher, MaxLineBytes: h.maxLine, ReadFrom: h.readFrom,
 		DrainDelay: h.drainDelay, Log: log, Metrics: h.metrics, PollInterval: h.poll,
