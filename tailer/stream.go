@@ -24,12 +24,10 @@ const (
 	// read, older files whose lines are not committed yet, and newer files
 	// opened ahead so that logmon's purge cannot take them.
 	MaxOpenFiles = 16
-	// maxInflight is how many batches of one stream the output may hold.
-	// Two let a stream render its next batch while the last one is written.
-	maxInflight = 2
-	// BatchesPerStream tells outputs how many batches of one stream they
-	// may hold at once.
-	BatchesPerStream = maxInflight
+	// BatchesPerStream is how many batches of one stream the output may
+	// hold at once. Two let a stream render its next batch while the last
+	// one is written.
+	BatchesPerStream = 2
 	// readChunk is the size of one read from a log file.
 	readChunk = 128 << 10
 )
@@ -104,7 +102,7 @@ type stream struct {
 	// Shared with the output's goroutine.
 	epoch    atomic.Uint64
 	acks     chan ack
-	inflight [maxInflight]pending // slot seq%maxInflight, written before Submit
+	inflight [BatchesPerStream]pending // slot seq%BatchesPerStream, written before Submit
 
 	// Shared with the watcher and the manager.
 	wake chan struct{}
@@ -159,7 +157,7 @@ func newStream(cfg *Config, d enrich.Desired, markFinished bool, readBuf *sync.P
 		metrics:      cfg.Metrics.forStream(d.Meta),
 		readBuf:      readBuf,
 		markFinished: markFinished,
-		acks:         make(chan ack, maxInflight),
+		acks:         make(chan ack, BatchesPerStream),
 		wake:         make(chan struct{}, 1),
 		fr:           framer{max: cfg.MaxLineBytes},
 		renderIdx:    -1,
@@ -215,7 +213,7 @@ func (s *stream) poke() {
 func (s *stream) Epoch() uint64 { return s.epoch.Load() }
 
 func (s *stream) Written(b *forward.Batch) {
-	p := s.inflight[b.Seq%maxInflight]
+	p := s.inflight[b.Seq%BatchesPerStream]
 	s.cfg.Checkpoint.Commit(s.entry(p.pos, false))
 	s.metrics.linesForwarded.Add(float64(p.lines))
 	s.metrics.bytesForwarded.Add(float64(p.bytes))
@@ -588,7 +586,7 @@ func (s *stream) haveBatch() bool {
 		return true
 	}
 	s.drainAcks()
-	if s.nInflight >= maxInflight {
+	if s.nInflight >= BatchesPerStream {
 		return false
 	}
 	select {
@@ -604,7 +602,7 @@ func (s *stream) haveBatch() bool {
 func (s *stream) waitForBatch(ctx context.Context) error {
 	for s.batch == nil {
 		free := s.cfg.Output.Free()
-		if s.nInflight >= maxInflight {
+		if s.nInflight >= BatchesPerStream {
 			free = nil // an ack must come first
 		}
 		select {
@@ -638,7 +636,7 @@ func (s *stream) submit() {
 	b := s.batch
 	s.batch = nil
 	pos := s.fr.resume(s.readPosition())
-	s.inflight[s.seq%maxInflight] = pending{pos: pos, lines: b.Lines, bytes: len(b.Data)}
+	s.inflight[s.seq%BatchesPerStream] = pending{pos: pos, lines: b.Lines, bytes: len(b.Data)}
 	b.Source, b.Epoch, b.Seq = s, s.localEpoch, s.seq
 	s.seq++
 	s.nInflight++
