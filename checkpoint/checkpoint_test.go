@@ -182,3 +182,15 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestLockCreatesTheFolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "new", "dir", "cp.msgpack")
+	unlock, err := Lock(path)
+	require.NoError(t, err)
+	defer unlock()
+	info, err := os.Stat(filepath.Dir(path))
+	require.NoError(t, err)
+	assert.True(t, info.IsDir())
+	_, err = Open(path, nil)
+	require.NoError(t, err)
+}
