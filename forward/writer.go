@@ -104,6 +104,7 @@ func (w *Writer) Close() { close(w.closing) }
 func (w *Writer) Run(ctx context.Context) error {
 	var (
 		conn    io.WriteCloser
+		dst     io.Writer // conn, or the connection it wraps
 		stop    func() bool
 		group   = make([]*Batch, 0, w.cfg.Buffers)
 		bufs    = make([][]byte, 0, w.cfg.Buffers)
@@ -116,7 +117,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		if conn != nil {
 			stop()
 			conn.Close()
-			conn = nil
+			conn, dst = nil, nil
 			w.cfg.Metrics.Connected.Set(0)
 		}
 	}
@@ -136,7 +137,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		for conn == nil {
 			c, err := w.cfg.Output.Dial(ctx)
 			if err == nil {
-				conn = c
+				conn, dst = c, writeTarget(c)
 				// A write stuck on a peer that stopped reading must not
 				// outlive a hard stop.
 				stop = context.AfterFunc(ctx, func() { setDeadline(c) })
@@ -169,10 +170,12 @@ func (w *Writer) Run(ctx context.Context) error {
 		for _, b := range group {
 			bufs = append(bufs, b.Data)
 		}
-		// One writev for the whole group; WriteTo consumes its receiver, so
-		// it gets a copy of the slice header and bufs keeps its capacity.
+		// One writev for the whole group (dst is the *net.TCPConn or
+		// *net.UnixConn itself, see writeTarget); WriteTo consumes its
+		// receiver, so it gets a copy of the slice header and bufs keeps
+		// its capacity.
 		vec := net.Buffers(bufs)
-		if _, err := vec.WriteTo(conn); err != nil {
+		if _, err := vec.WriteTo(dst); err != nil {
 			w.cfg.Metrics.WriteErrors.Inc()
 			disconnect()
 			w.failAll(group)
@@ -302,6 +305,16 @@ func (w *Writer) failQueued() {
 			return
 		}
 	}
+}
+
+// writeTarget is what the group is written to. net.Buffers uses writev
+// only when it writes to the standard library's own connection types, not
+// to a wrapper, so a connection that wraps one hands it out.
+func writeTarget(c io.WriteCloser) io.Writer {
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		return nc.NetConn()
+	}
+	return c
 }
 
 // sleep waits d, or less when ctx ends first; it reports whether it

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -380,4 +383,54 @@ func TestPeerThatClosesGracefullyLosesNothing(t *testing.T) {
 	written, _ := src.verdicts()
 	assert.Equal(t, len(written), r.Count())
 	r.Stop()
+}
+
+// writeSyscalls is how many write-type system calls (write, writev, ...)
+// this process has made, from /proc/self/io.
+func writeSyscalls(t *testing.T) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Skipf("cannot count write system calls: %v", err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscw: "); ok {
+			n, err := strconv.Atoi(v)
+			require.NoError(t, err)
+			return n
+		}
+	}
+	t.Skip("/proc/self/io has no syscw")
+	return 0
+}
+
+// The batches a write gathers go out in one writev, not one write each.
+func TestAGroupIsOneWritev(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			addr := ""
+			if network == "unix" {
+				addr = "unix:" + filepath.Join(t.TempDir(), "vector.sock")
+			}
+			r, err := recv.Listen(addr)
+			require.NoError(t, err)
+			defer r.Stop()
+			o, err := ParseOutput(r.URL(), io.Discard)
+			require.NoError(t, err)
+			const batches = 16
+			w := New(Config{Output: o, Buffers: batches, Linger: -1})
+			src := &source{}
+			// Queued before Run starts, so they form one group.
+			for i := range batches {
+				submit(t, w, src, uint64(i), fmt.Sprintf("line %d\n", i))
+			}
+			before := writeSyscalls(t)
+			stop := runWriter(t, w)
+			require.Eventually(t, func() bool { wr, _ := src.verdicts(); return len(wr) == batches }, 5*time.Second, time.Millisecond)
+			writes := writeSyscalls(t) - before
+			require.NoError(t, stop())
+			require.Eventually(t, func() bool { return r.Count() == batches }, 5*time.Second, time.Millisecond)
+			assert.Less(t, writes, batches/2, "%d batches took %d write system calls", batches, writes)
+		})
+	}
 }
