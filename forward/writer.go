@@ -80,6 +80,9 @@ func New(cfg Config) *Writer {
 	}
 }
 
+// String names the output, like the HTTPWriter's String.
+func (w *Writer) String() string { return w.cfg.Output.String() }
+
 // BatchBytes is the size at which a stream should submit its batch.
 func (w *Writer) BatchBytes() int { return w.cfg.BatchBytes }
 

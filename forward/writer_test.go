@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -433,4 +434,35 @@ func TestAGroupIsOneWritev(t *testing.T) {
 			assert.Less(t, writes, batches/2, "%d batches took %d write system calls", batches, writes)
 		})
 	}
+}
+
+// A batch that grew far past its size (one huge line escapes to several
+// times its length) does not keep its buffer in the pool for good.
+func TestAnOversizedBufferIsNotKeptInThePool(t *testing.T) {
+	out := &flakyOutput{}
+	w := New(Config{Output: out, Buffers: 2, BatchBytes: 1024, Linger: -1})
+	size := w.pool.size
+	stop := runWriter(t, w)
+	src := &source{}
+	huge := strings.Repeat("x", maxGrowth*size) + "\n"
+	submit(t, w, src, 0, huge)
+	grown := strings.Repeat("y", 2*size) + "\n"
+	submit(t, w, src, 1, grown)
+	require.NoError(t, stop())
+	written, _ := src.verdicts()
+	require.Equal(t, []uint64{0, 1}, written)
+	assert.Equal(t, huge+grown, out.String2())
+
+	require.Len(t, w.Free(), 2)
+	caps := []int{cap((<-w.Free()).Data), cap((<-w.Free()).Data)}
+	slices.Sort(caps)
+	assert.Equal(t, size, caps[0], "the huge batch's buffer was replaced by one of the configured size")
+	assert.Greater(t, caps[1], len(grown), "a buffer that grew a little is kept")
+	assert.LessOrEqual(t, caps[1], maxGrowth*size)
+}
+
+func TestWriterIsNamedAfterItsOutput(t *testing.T) {
+	o, err := ParseOutput("tcp://127.0.0.1:9000", io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "tcp://127.0.0.1:9000", New(Config{Output: o}).String())
 }

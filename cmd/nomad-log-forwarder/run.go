@@ -348,13 +348,6 @@ type output interface {
 	String() string
 }
 
-type socketWriter struct {
-	*forward.Writer
-	out forward.Output
-}
-
-func (w socketWriter) String() string { return w.out.String() }
-
 // newOutput picks the writer that --output names.
 func newOutput(f *runFlags, stdout io.Writer, log *zap.Logger, reg prometheus.Registerer) (output, error) {
 	if !forward.IsHTTP(f.output) {
@@ -362,7 +355,7 @@ func newOutput(f *runFlags, stdout io.Writer, log *zap.Logger, reg prometheus.Re
 		if err != nil {
 			return nil, err
 		}
-		return socketWriter{Writer: forward.New(forward.Config{Output: out, Log: log, Metrics: forward.NewMetrics(reg)}), out: out}, nil
+		return forward.New(forward.Config{Output: out, Log: log, Metrics: forward.NewMetrics(reg)}), nil
 	}
 	u, err := forward.ParseHTTPURL(f.output)
 	if err != nil {
