@@ -111,17 +111,13 @@ func (s *Scanner) tasksOnDisk(allocID string) ([]string, error) {
 	}
 	defer d.Close()
 	seen := make(map[string]bool)
-	for {
-		names, err := d.Readdirnames(1024)
-		for _, name := range names {
-			if task, _, _, ok := ParseLogFileName(name); ok && ValidPathComponent(task) == nil {
-				seen[task] = true
-			}
+	// A listing that fails halfway still names the tasks it saw: dropping
+	// the allocation instead would retire its streams.
+	_ = EachLogFile(d, func(task, _ string, _ int64) {
+		if ValidPathComponent(task) == nil {
+			seen[task] = true
 		}
-		if err != nil {
-			break
-		}
-	}
+	})
 	tasks := make([]string, 0, len(seen))
 	for t := range seen {
 		tasks = append(tasks, t)
