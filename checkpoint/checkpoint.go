@@ -135,9 +135,15 @@ func encode(entries []Entry) ([]byte, error) {
 
 // Store holds the committed positions of every stream and saves them.
 type Store struct {
-	path    string
-	now     func() time.Time
-	metrics *Metrics
+	path      string
+	now       func() time.Time
+	metrics   *Metrics
+	writeFile func(path string, data []byte) error // WriteFileAtomic; tests slow it down
+
+	// saveMu is held by a save from its snapshot to its rename, so saves
+	// reach the disk in the order they took their snapshots: an older
+	// snapshot can never be renamed over a newer one.
+	saveMu sync.Mutex
 
 	mu      sync.Mutex
 	entries map[Key]Entry
@@ -160,7 +166,7 @@ func Open(path string, m *Metrics) (*Store, error) {
 		return nil, err
 	}
 	removeTemps(path)
-	s := &Store{path: path, now: time.Now, metrics: m, entries: make(map[Key]Entry, len(entries))}
+	s := &Store{path: path, now: time.Now, metrics: m, writeFile: WriteFileAtomic, entries: make(map[Key]Entry, len(entries))}
 	for _, e := range entries {
 		s.entries[e.Key()] = e
 	}
@@ -237,7 +243,11 @@ func (s *Store) Healthy() error {
 }
 
 // Save writes the entries to disk if anything changed since the last save.
+// It is safe to call from any goroutine, alongside Run: concurrent saves
+// take turns, and the file ends up holding the newest of their snapshots.
 func (s *Store) Save() error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	s.mu.Lock()
 	version := s.version
 	if version == s.saved && s.saveErr == nil && s.fileExistsLocked() {
@@ -249,7 +259,7 @@ func (s *Store) Save() error {
 
 	data, err := encode(entries)
 	if err == nil {
-		err = WriteFileAtomic(s.path, data)
+		err = s.writeFile(s.path, data)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -276,20 +286,26 @@ func (s *Store) fileExistsLocked() bool {
 	return err == nil
 }
 
-// Run saves every interval until ctx ends, then saves once more. It is the
-// only goroutine that writes the file; save errors go to onError and are
-// retried at the next tick.
+// Run saves every interval until ctx ends, then saves once more, so what
+// was committed up to then is on disk when it returns. Save errors go to
+// onError (which may be nil) and are retried at the next tick. Other
+// goroutines may Save meanwhile (a final save after the output drained):
+// saves are serialized, see Save.
 func (s *Store) Run(ctx context.Context, interval time.Duration, onError func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	save := func() {
+		if err := s.Save(); err != nil && onError != nil {
+			onError(err)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
+			save()
 			return
 		case <-t.C:
-			if err := s.Save(); err != nil && onError != nil {
-				onError(err)
-			}
+			save()
 		}
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,4 +184,99 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestLockCreatesTheFolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "new", "dir", "cp.msgpack")
+	unlock, err := Lock(path)
+	require.NoError(t, err)
+	defer unlock()
+	info, err := os.Stat(filepath.Dir(path))
+	require.NoError(t, err)
+	assert.True(t, info.IsDir())
+	_, err = Open(path, nil)
+	require.NoError(t, err)
+}
+
+func TestRunSavesOnceMoreWhenItStops(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cp")
+	s, err := Open(path, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		s.Run(ctx, time.Hour, func(err error) { t.Error(err) })
+		close(done)
+	}()
+	s.Commit(entry("a", 2, 20))
+	cancel()
+	<-done
+	es, err := Read(path)
+	require.NoError(t, err)
+	require.Len(t, es, 1, "the commit made before Run stopped is on disk")
+	assert.Equal(t, int64(20), es[0].Offset)
+}
+
+// blockedInSave reports whether a goroutine waits for a mutex inside
+// Store.Save.
+func blockedInSave() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "[sync.Mutex.Lock") && strings.Contains(g, "(*Store).Save") {
+			return true
+		}
+	}
+	return false
+}
+
+// A save still writing an older snapshot (the periodic one) must not
+// rename it over a newer save (the final one at shutdown) that started
+// later.
+func TestConcurrentSavesLeaveTheNewestSnapshot(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cp")
+	s, err := Open(path, nil)
+	require.NoError(t, err)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	s.writeFile = func(path string, data []byte) error {
+		if calls.Add(1) == 1 { // the older save stalls mid-write
+			close(entered)
+			<-release
+		}
+		return WriteFileAtomic(path, data)
+	}
+
+	s.Commit(entry("a", 1, 10))
+	older := make(chan error, 1)
+	go func() { older <- s.Save() }()
+	<-entered
+	s.Commit(entry("a", 1, 99))
+	newer := make(chan error, 1)
+	go func() { newer <- s.Save() }()
+	// The newer save either finishes (it overtook the older one) or waits
+	// for the older one to finish.
+	var newerErr error
+	newerDone := false
+	require.Eventually(t, func() bool {
+		select {
+		case newerErr = <-newer:
+			newerDone = true
+			return true
+		default:
+			return blockedInSave()
+		}
+	}, 10*time.Second, time.Millisecond)
+	close(release)
+	require.NoError(t, <-older)
+	if !newerDone {
+		newerErr = <-newer
+	}
+	require.NoError(t, newerErr)
+
+	es, err := Read(path)
+	require.NoError(t, err)
+	require.Len(t, es, 1)
+	assert.Equal(t, int64(99), es[0].Offset, "an older snapshot was renamed over a newer one")
+	assert.Equal(t, int32(2), calls.Load())
 }

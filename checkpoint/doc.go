@@ -5,7 +5,10 @@
 // folder), so a crash at any instant leaves the old file or the new one.
 //
 // A Store is safe for concurrent use: outputs commit positions from their
-// own goroutine while one owner goroutine (Run) saves the file every
-// interval. A corrupt file is an error that names the file and how to
-// proceed; it is never overwritten silently.
+// own goroutine while an owner goroutine (Run) saves the file every
+// interval and once more when it stops; the daemon saves once more after
+// its output drained. Saves are serialized from snapshot to rename, so the
+// file always ends up with the newest snapshot. A corrupt file is an error
+// that names the file and how to proceed; it is never overwritten
+// silently.
 package checkpoint

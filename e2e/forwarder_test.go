@@ -382,3 +382,19 @@ func TestVersion(t *testing.T) {
 	assert.Contains(t, out, "nomad-log-forwarder")
 	assert.Contains(t, out, "go1.")
 }
+
+// A fresh host has no checkpoint folder yet (the default is under
+// /var/lib/nomad-log-forwarder): the daemon creates it.
+func TestCheckpointFolderIsCreated(t *testing.T) {
+	allocDir := t.TempDir()
+	e2e.CopyDir(t, filepath.Join(fixtures, "alloc-logs"), allocDir)
+	ckpt := filepath.Join(t.TempDir(), "new", "dir", "cp.msgpack")
+	code, _, stderr := e2e.Run(t, 30*time.Second, "run", "--offline", "--once", "--alloc-dir", allocDir,
+		"--checkpoint", ckpt, "--output", "stdout")
+	require.Equal(t, 0, code, stderr)
+	_, err := os.Stat(ckpt)
+	require.NoError(t, err)
+	code, out, stderr := e2e.Run(t, 10*time.Second, "offsets", "list", "--checkpoint", ckpt, "--alloc-dir", allocDir)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "e333a86a")
+}

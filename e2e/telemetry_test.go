@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,4 +62,38 @@ func TestMetricsAndHealth(t *testing.T) {
 	var h map[string]any
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&h))
 	assert.Equal(t, "ok", h["status"])
+}
+
+// Offline, folders a task planted as symlinks are refused before any
+// stream exists: the scanner counts them where the tailer counts refused
+// files.
+func TestOfflineRefusalsAreCounted(t *testing.T) {
+	allocDir := t.TempDir()
+	e2e.CopyDir(t, filepath.Join(fixtures, "alloc-logs"), allocDir)
+	outside := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(outside, "alloc", "logs"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "alloc", "logs", "steal.stdout.0"), []byte("SECRET\n"), 0o600))
+	require.NoError(t, os.Symlink(outside, filepath.Join(allocDir, "aaaaaaaa-0000-0000-0000-000000000001")))
+	planted := filepath.Join(allocDir, "aaaaaaaa-0000-0000-0000-000000000002", "alloc")
+	require.NoError(t, os.MkdirAll(planted, 0o755))
+	require.NoError(t, os.Symlink(filepath.Join(outside, "alloc", "logs"), filepath.Join(planted, "logs")))
+	r, err := recv.Listen("")
+	require.NoError(t, err)
+	defer r.Stop()
+	addr := freeAddr(t)
+	e2e.Start(t, "run", "--offline", "--alloc-dir", allocDir,
+		"--checkpoint", filepath.Join(t.TempDir(), "cp"), "--output", r.URL(), "--metrics-addr", addr)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "\nnlf_files_refused_total 2\n")
+	}, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return r.Count() > 3000 }, 20*time.Second, 10*time.Millisecond)
+	for _, l := range decode(t, r.Lines()) {
+		require.NotContains(t, l.Message, "SECRET")
+	}
 }

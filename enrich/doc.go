@@ -8,7 +8,10 @@
 // targets wanted now. The tailer works out what started, stopped or
 // vanished; a failed request sends nothing, so an unreachable API changes
 // nothing. A Watcher's state belongs to the one goroutine that runs it;
-// only LastSync may be called from others.
+// only LastSync may be called from others. The offline Scanner sends the
+// same snapshots from what the alloc dir holds, rescanning on inotify
+// events (and on the watch's errors: an overflow lost events) and every
+// interval; the refusals it makes are logged and counted once each.
 //
 // Metadata is rendered once per target into bytes; rendering a line only
 // escapes the message and appends the pre-rendered parts, so the per-line

@@ -1,6 +1,10 @@
 package enrich
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -53,4 +57,26 @@ func ParseLogFileName(name string) (task, stream string, index int64, ok bool) {
 		return "", "", 0, false
 	}
 	return task, stream, index, true
+}
+
+// EachLogFile calls fn for every log file in d, an open log folder (see
+// LogDir), in directory order. It reads the folder in chunks, so a folder
+// that tasks filled with many thousands of names costs bounded memory.
+// Names that are not logmon's (see ParseLogFileName) are skipped; for
+// those that are, LogFileName(task, stream, index) is the name again.
+func EachLogFile(d *os.File, fn func(task, stream string, index int64)) error {
+	for {
+		names, err := d.Readdirnames(1024)
+		for _, name := range names {
+			if task, stream, index, ok := ParseLogFileName(name); ok {
+				fn(task, stream, index)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("list log folder %s: %w", d.Name(), err)
+		}
+	}
 }

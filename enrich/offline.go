@@ -11,6 +11,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/hashicorp/nomad/api"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
@@ -34,20 +35,52 @@ func LoadAllocations(path string) ([]*api.Allocation, error) {
 // dir, every task stream with log files in it. Allocations found in Allocs
 // get full metadata; the others only what their paths say.
 type Scanner struct {
-	Root    *safefs.Root
-	Allocs  []*api.Allocation
+	Root   *safefs.Root
+	Allocs []*api.Allocation
+	// Node is rendered into every line; what it leaves empty is taken
+	// from Allocs (see ResolvedNode).
 	Node    Node
 	Options Options
 	Log     *zap.Logger
+	// Refused counts the paths refused (a symlink where an alloc folder,
+	// its alloc or logs folder should be), once each; nil counts nowhere.
+	// The tailer counts the files it refuses in the same metric.
+	Refused prometheus.Counter
+	// AllocationsRefused counts the allocations of Allocs whose ID or
+	// task names would lead out of the alloc dir, once each; nil counts
+	// nowhere.
+	AllocationsRefused prometheus.Counter
 
-	refusedLogged map[string]bool
+	// refused holds what was refused (logged and counted) and is still
+	// there, by alloc ID.
+	refused map[string]bool
+	// watch starts watching the alloc dir; nil is fsnotify. Tests set it.
+	watch func(path string) (events <-chan fsnotify.Event, errs <-chan error, stop func(), err error)
+}
+
+// ResolvedNode is the node rendered into lines: Node, with its empty ID
+// and name taken from the first of Allocs that has them (a saved
+// allocations response is one node's).
+func (s *Scanner) ResolvedNode() Node {
+	n := s.Node
+	for _, a := range s.Allocs {
+		if a == nil {
+			continue
+		}
+		if n.ID == "" {
+			n.ID = a.NodeID
+		}
+		if n.Name == "" {
+			n.Name = a.NodeName
+		}
+		break
+	}
+	return n
 }
 
 // Scan walks the alloc dir once.
 func (s *Scanner) Scan() ([]Desired, error) {
-	if s.refusedLogged == nil {
-		s.refusedLogged = make(map[string]bool)
-	}
+	node := s.ResolvedNode()
 	byID := make(map[string]*api.Allocation, len(s.Allocs))
 	for _, a := range s.Allocs {
 		if a != nil {
@@ -64,19 +97,20 @@ func (s *Scanner) Scan() ([]Desired, error) {
 		return nil, fmt.Errorf("list alloc dir %s: %w", s.Root.Path(), err)
 	}
 	var out []Desired
+	refused := make(map[string]bool)
 	for _, e := range entries {
 		id := e.Name()
 		if e.Type()&fs.ModeSymlink != 0 {
-			s.refuseOnce(id, &safefs.RefusedError{Path: s.Root.Join(id), Reason: "symlink", Target: readlink(s.Root.Join(id))})
+			s.refuseOnce(refused, id, s.Refused, &safefs.RefusedError{Path: s.Root.Join(id), Reason: "symlink", Target: readlink(s.Root.Join(id))})
 			continue
 		}
 		if !e.IsDir() || ValidPathComponent(id) != nil {
 			continue
 		}
 		if a, ok := byID[id]; ok {
-			targets, err := FromAllocation(a, s.Node, s.Options)
+			targets, err := FromAllocation(a, node, s.Options)
 			if err != nil {
-				s.refuseOnce(id, err)
+				s.refuseOnce(refused, id, s.AllocationsRefused, err)
 			}
 			out = append(out, targets...)
 			continue
@@ -87,7 +121,7 @@ func (s *Scanner) Scan() ([]Desired, error) {
 		tasks, err := s.tasksOnDisk(id)
 		if err != nil {
 			if safefs.IsRefused(err) {
-				s.refuseOnce(id, err)
+				s.refuseOnce(refused, id, s.Refused, err)
 			}
 			continue
 		}
@@ -95,11 +129,13 @@ func (s *Scanner) Scan() ([]Desired, error) {
 			for _, stream := range Streams {
 				out = append(out, Desired{
 					Target: Target{AllocID: id, Task: task, Stream: stream},
-					Meta:   Meta{NodeID: s.Node.ID, NodeName: s.Node.Name, Datacenter: s.Node.Datacenter, TaskName: task, AllocID: id},
+					Meta:   Meta{NodeID: node.ID, NodeName: node.Name, Datacenter: node.Datacenter, TaskName: task, AllocID: id},
 				})
 			}
 		}
 	}
+	// A refusal that went away and comes back is logged and counted again.
+	s.refused = refused
 	return out, nil
 }
 
@@ -111,17 +147,13 @@ func (s *Scanner) tasksOnDisk(allocID string) ([]string, error) {
 	}
 	defer d.Close()
 	seen := make(map[string]bool)
-	for {
-		names, err := d.Readdirnames(1024)
-		for _, name := range names {
-			if task, _, _, ok := ParseLogFileName(name); ok && ValidPathComponent(task) == nil {
-				seen[task] = true
-			}
+	// A listing that fails halfway still names the tasks it saw: dropping
+	// the allocation instead would retire its streams.
+	_ = EachLogFile(d, func(task, _ string, _ int64) {
+		if ValidPathComponent(task) == nil {
+			seen[task] = true
 		}
-		if err != nil {
-			break
-		}
-	}
+	})
 	tasks := make([]string, 0, len(seen))
 	for t := range seen {
 		tasks = append(tasks, t)
@@ -130,14 +162,24 @@ func (s *Scanner) tasksOnDisk(allocID string) ([]string, error) {
 	return tasks, nil
 }
 
-func (s *Scanner) refuseOnce(id string, err error) {
-	if s.refusedLogged[id] {
+// refuseOnce logs and counts in c a refusal of alloc folder id, unless the
+// previous scan refused it already; seen collects this scan's refusals.
+func (s *Scanner) refuseOnce(seen map[string]bool, id string, c prometheus.Counter, err error) {
+	seen[id] = true
+	if s.refused[id] {
 		return
 	}
-	s.refusedLogged[id] = true
-	if s.Log != nil {
-		s.Log.Warn("refusing allocation folder", zap.String("alloc_id", id), zap.Error(err))
+	s.log().Warn("refusing allocation folder", zap.String("alloc_id", id), zap.Error(err))
+	if c != nil {
+		c.Inc()
 	}
+}
+
+func (s *Scanner) log() *zap.Logger {
+	if s.Log == nil {
+		return zap.NewNop()
+	}
+	return s.Log
 }
 
 func readlink(path string) string {
@@ -146,14 +188,19 @@ func readlink(path string) string {
 }
 
 // Run scans every interval, and soon after a folder appears in the alloc
-// dir, sending each result to out, until ctx ends.
+// dir, sending each result to out, until ctx ends. Without inotify (none
+// available, or the watch failed) it scans every interval only.
 func (s *Scanner) Run(ctx context.Context, interval time.Duration, out chan<- []Desired) {
-	var events <-chan fsnotify.Event
-	if w, err := fsnotify.NewWatcher(); err == nil {
-		defer w.Close()
-		if w.Add(s.Root.Path()) == nil {
-			events = w.Events
-		}
+	watch := s.watch
+	if watch == nil {
+		watch = watchDir
+	}
+	events, errs, stop, err := watch(s.Root.Path())
+	if err != nil {
+		s.log().Warn("cannot watch the alloc dir; new allocations are found at each rescan",
+			zap.Duration("interval", interval), zap.Error(err))
+	} else {
+		defer stop()
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -163,7 +210,22 @@ func (s *Scanner) Run(ctx context.Context, interval time.Duration, out chan<- []
 		select {
 		case <-ctx.Done():
 			return
-		case <-events:
+		case _, ok := <-events:
+			if !ok {
+				events, errs = nil, nil
+				s.log().Warn("watching the alloc dir stopped; new allocations are found at each rescan", zap.Duration("interval", interval))
+			}
+			debounce.Reset(100 * time.Millisecond)
+			continue
+		case err, ok := <-errs:
+			// Errors must be read, or the watcher blocks on sending one
+			// and sends no more events. An overflow means events were
+			// lost: only a scan knows what they said.
+			if !ok {
+				errs = nil
+				continue
+			}
+			s.log().Warn("watching the alloc dir failed; rescanning", zap.Error(err))
 			debounce.Reset(100 * time.Millisecond)
 			continue
 		case <-tick.C:
@@ -171,7 +233,7 @@ func (s *Scanner) Run(ctx context.Context, interval time.Duration, out chan<- []
 		}
 		targets, err := s.Scan()
 		if err != nil {
-			s.Log.Warn("scanning the alloc dir failed; retrying", zap.Error(err))
+			s.log().Warn("scanning the alloc dir failed; retrying", zap.Error(err))
 			continue
 		}
 		select {
@@ -180,4 +242,17 @@ func (s *Scanner) Run(ctx context.Context, interval time.Duration, out chan<- []
 			return
 		}
 	}
+}
+
+// watchDir watches path with fsnotify.
+func watchDir(path string) (events <-chan fsnotify.Event, errs <-chan error, stop func(), err error) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("start inotify: %w", err)
+	}
+	if err := w.Add(path); err != nil {
+		w.Close()
+		return nil, nil, nil, fmt.Errorf("watch %s: %w", path, err)
+	}
+	return w.Events, w.Errors, func() { w.Close() }, nil
 }

@@ -22,7 +22,9 @@ type Source interface {
 	// Epoch changes every time the source rewinds; batches of an older
 	// epoch are not written.
 	Epoch() uint64
-	// Written: the batch's bytes were accepted by the peer.
+	// Written: the output took the batch's bytes. For a socket that is
+	// the local kernel accepting them into the connection's send buffer,
+	// not the peer reading them; for HTTP it is a 2xx answer.
 	Written(b *Batch)
 	// Failed: the batch was not (wholly) written; nothing after it from
 	// the same source is written until the source rewinds.
@@ -32,10 +34,17 @@ type Source interface {
 // pool hands out a fixed number of batch buffers, first come first served.
 type pool struct {
 	free chan *Batch
+	size int
 }
 
+// maxGrowth is how far past its size a buffer may have grown and still go
+// back to the pool as it is. A batch holding one huge line (a 10 MiB line
+// escapes to about 60 MiB) grows its buffer once; kept, 32 of them would
+// pin gigabytes for good.
+const maxGrowth = 4
+
 func newPool(buffers, size int) *pool {
-	p := &pool{free: make(chan *Batch, buffers)}
+	p := &pool{free: make(chan *Batch, buffers), size: size}
 	for range buffers {
 		p.free <- &Batch{Data: make([]byte, 0, size)}
 	}
@@ -43,6 +52,10 @@ func newPool(buffers, size int) *pool {
 }
 
 func (p *pool) put(b *Batch) {
-	*b = Batch{Data: b.Data[:0]}
+	data := b.Data[:0]
+	if cap(data) > maxGrowth*p.size {
+		data = make([]byte, 0, p.size)
+	}
+	*b = Batch{Data: data}
 	p.free <- b
 }

@@ -4,9 +4,11 @@
 //   - Writer: one connection to one Vector socket source (TCP or unix
 //     stream), or stdout when run by hand. It writes the batches that
 //     streams submit, in the order they arrive, and reports each batch
-//     back to the stream that made it: Written once the bytes were
-//     accepted by the peer's kernel (so the stream may commit them), Failed
-//     when they were not (so the stream resends from its last commit).
+//     back to the stream that made it: Written once the local kernel
+//     accepted the bytes into the connection's send buffer (so the stream
+//     may commit them; what the kernels still hold when the connection
+//     breaks is lost, see the README's Guarantees), Failed when they were
+//     not (so the stream resends from its last commit).
 //   - HTTPWriter: POSTs of gzipped newline-delimited JSON to Vector's
 //     http_server source. Written comes only once the request that
 //     carried the batch was answered 2xx, which with acknowledgements on

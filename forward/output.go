@@ -90,6 +90,12 @@ func watchPeer(c net.Conn) *peerConn {
 	return p
 }
 
+// NetConn is the connection itself: writing net.Buffers to a
+// *net.TCPConn or *net.UnixConn is one writev, while through the embedded
+// interface it is one write per buffer. Writes to it still fail once the
+// watcher closed it.
+func (p *peerConn) NetConn() net.Conn { return p.Conn }
+
 // Close closes the connection and waits for its watcher.
 func (p *peerConn) Close() error {
 	err := p.Conn.Close()

@@ -23,7 +23,8 @@ type Config struct {
 	// (default 5ms; negative: never). Lines never wait longer than this in
 	// the writer.
 	Linger time.Duration
-	// MaxBackoff caps the wait between reconnect attempts (default 5s).
+	// MaxBackoff caps the wait before reconnecting after a failed dial or
+	// a failed write (default 5s).
 	MaxBackoff time.Duration
 	Log        *zap.Logger
 	Metrics    *Metrics
@@ -36,14 +37,18 @@ const (
 	defaultMaxBackoff = 5 * time.Second
 	// minWriteBytes is what a write gathers before it stops lingering.
 	minWriteBytes = 64 << 10
+	// minBackoff keeps the first retry after a single failure quick: the
+	// first wait is between half of it and all of it.
+	minBackoff = 100 * time.Millisecond
 )
 
 // Writer writes batches to the output in the order they were submitted.
 type Writer struct {
-	cfg     Config
-	pool    *pool
-	queue   chan *Batch
-	closing chan struct{}
+	cfg        Config
+	minBackoff time.Duration
+	pool       *pool
+	queue      chan *Batch
+	closing    chan struct{}
 }
 
 // New makes a Writer; Run starts it.
@@ -67,12 +72,16 @@ func New(cfg Config) *Writer {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	return &Writer{
-		cfg:     cfg,
-		pool:    newPool(cfg.Buffers, cfg.BatchBytes+cfg.BatchBytes/4),
-		queue:   make(chan *Batch, cfg.Buffers),
-		closing: make(chan struct{}),
+		cfg:        cfg,
+		minBackoff: min(minBackoff, cfg.MaxBackoff),
+		pool:       newPool(cfg.Buffers, cfg.BatchBytes+cfg.BatchBytes/4),
+		queue:      make(chan *Batch, cfg.Buffers),
+		closing:    make(chan struct{}),
 	}
 }
+
+// String names the output, like the HTTPWriter's String.
+func (w *Writer) String() string { return w.cfg.Output.String() }
 
 // BatchBytes is the size at which a stream should submit its batch.
 func (w *Writer) BatchBytes() int { return w.cfg.BatchBytes }
@@ -98,10 +107,11 @@ func (w *Writer) Close() { close(w.closing) }
 func (w *Writer) Run(ctx context.Context) error {
 	var (
 		conn    io.WriteCloser
+		dst     io.Writer // conn, or the connection it wraps
 		stop    func() bool
 		group   = make([]*Batch, 0, w.cfg.Buffers)
 		bufs    = make([][]byte, 0, w.cfg.Buffers)
-		backoff = backoff{min: 100 * time.Millisecond, max: w.cfg.MaxBackoff}
+		backoff = backoff{min: w.minBackoff, max: w.cfg.MaxBackoff}
 		timer   = time.NewTimer(time.Hour)
 		dialed  bool
 	)
@@ -110,7 +120,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		if conn != nil {
 			stop()
 			conn.Close()
-			conn = nil
+			conn, dst = nil, nil
 			w.cfg.Metrics.Connected.Set(0)
 		}
 	}
@@ -130,7 +140,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		for conn == nil {
 			c, err := w.cfg.Output.Dial(ctx)
 			if err == nil {
-				conn = c
+				conn, dst = c, writeTarget(c)
 				// A write stuck on a peer that stopped reading must not
 				// outlive a hard stop.
 				stop = context.AfterFunc(ctx, func() { setDeadline(c) })
@@ -153,9 +163,7 @@ func (w *Writer) Run(ctx context.Context) error {
 			wait := backoff.next()
 			w.cfg.Log.Warn("cannot connect to output; streams wait, nothing is lost",
 				zap.Stringer("output", w.cfg.Output), zap.Error(err), zap.Duration("retry_in", wait))
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
+			if !sleep(ctx, wait) {
 				w.failAll(group)
 				return nil
 			}
@@ -165,19 +173,30 @@ func (w *Writer) Run(ctx context.Context) error {
 		for _, b := range group {
 			bufs = append(bufs, b.Data)
 		}
-		// One writev for the whole group; WriteTo consumes its receiver, so
-		// it gets a copy of the slice header and bufs keeps its capacity.
+		// One writev for the whole group (dst is the *net.TCPConn or
+		// *net.UnixConn itself, see writeTarget); WriteTo consumes its
+		// receiver, so it gets a copy of the slice header and bufs keeps
+		// its capacity.
 		vec := net.Buffers(bufs)
-		if _, err := vec.WriteTo(conn); err != nil {
+		if _, err := vec.WriteTo(dst); err != nil {
 			w.cfg.Metrics.WriteErrors.Inc()
-			if ctx.Err() == nil {
-				w.cfg.Log.Warn("write to output failed; resending from the last commit",
-					zap.Stringer("output", w.cfg.Output), zap.Error(err))
-			}
 			disconnect()
 			w.failAll(group)
+			// A peer that accepts and then resets would otherwise be
+			// redialled at once, over and over, each time making every
+			// stream rewind.
+			wait := backoff.next()
+			if ctx.Err() == nil {
+				w.cfg.Log.Warn("write to output failed; resending from the last commit",
+					zap.Stringer("output", w.cfg.Output), zap.Error(err), zap.Duration("retry_in", wait))
+			}
+			if !sleep(ctx, wait) {
+				return nil
+			}
 			continue
 		}
+		// Only a write proves the output works: a peer that accepts
+		// connections and resets them keeps the backoff growing.
 		backoff.reset()
 		for _, b := range group {
 			w.cfg.Metrics.BytesWritten.Add(float64(len(b.Data)))
@@ -288,6 +307,29 @@ func (w *Writer) failQueued() {
 		default:
 			return
 		}
+	}
+}
+
+// writeTarget is what the group is written to. net.Buffers uses writev
+// only when it writes to the standard library's own connection types, not
+// to a wrapper, so a connection that wraps one hands it out.
+func writeTarget(c io.WriteCloser) io.Writer {
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		return nc.NetConn()
+	}
+	return c
+}
+
+// sleep waits d, or less when ctx ends first; it reports whether it
+// waited the whole time.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/recv"
 )
@@ -50,13 +56,16 @@ func (s *source) verdicts() (written, failed []uint64) {
 }
 
 // flakyOutput dials connections that record writes; failDials dials fail
-// first, and a connection fails its write when failWrite is set.
+// first, and then failWrites writes fail.
 type flakyOutput struct {
-	mu        sync.Mutex
-	buf       bytes.Buffer
-	dials     int
-	failDials int
-	failWrite bool
+	mu         sync.Mutex
+	buf        bytes.Buffer
+	dials      int
+	failDials  int
+	failWrites int
+	// dialedAt and failedAt are when each dial and each failed write
+	// happened.
+	dialedAt, failedAt []time.Time
 }
 
 func (o *flakyOutput) String() string { return "flaky" }
@@ -65,6 +74,7 @@ func (o *flakyOutput) Dial(context.Context) (io.WriteCloser, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.dials++
+	o.dialedAt = append(o.dialedAt, time.Now())
 	if o.failDials > 0 {
 		o.failDials--
 		return nil, errors.New("connection refused")
@@ -79,8 +89,9 @@ func (c flakyConn) Close() error { return nil }
 func (c flakyConn) Write(p []byte) (int, error) {
 	c.o.mu.Lock()
 	defer c.o.mu.Unlock()
-	if c.o.failWrite {
-		c.o.failWrite = false
+	if c.o.failWrites > 0 {
+		c.o.failWrites--
+		c.o.failedAt = append(c.o.failedAt, time.Now())
 		return 0, errors.New("broken pipe")
 	}
 	return c.o.buf.Write(p)
@@ -147,7 +158,7 @@ func TestWritesInOrderAndReportsWritten(t *testing.T) {
 }
 
 func TestFailedWriteFailsTheBatchAndDropsStaleOnes(t *testing.T) {
-	out := &flakyOutput{failWrite: true}
+	out := &flakyOutput{failWrites: 1}
 	w := New(Config{Output: out, Buffers: 4, Linger: -1, MaxBackoff: time.Millisecond})
 	src := &source{}
 	// Queue three batches before the writer runs: they go out in one write
@@ -184,6 +195,70 @@ func TestReconnectsWithBackoffUntilTheOutputIsBack(t *testing.T) {
 	assert.Equal(t, []uint64{0}, written)
 	assert.Equal(t, 4, out.dials)
 	assert.Equal(t, 3.0, testutil.ToFloat64(w.cfg.Metrics.DialErrors))
+}
+
+// A peer that accepts connections and resets them must not be redialled in
+// a tight loop: every failed write waits, longer each time, until a write
+// succeeds.
+func TestFailedWritesBackOffUntilAWriteSucceeds(t *testing.T) {
+	out := &flakyOutput{failWrites: 3}
+	logs, observed := observer.New(zap.WarnLevel)
+	w := New(Config{Output: out, Linger: -1, MaxBackoff: time.Second, Log: zap.New(logs)})
+	w.minBackoff = 10 * time.Millisecond
+	stop := runWriter(t, w)
+	src := &source{}
+	// The source does not resend, so each attempt gets a batch of its own.
+	attempt := func(seq uint64) {
+		submit(t, w, src, seq, fmt.Sprintf("line %d\n", seq))
+		require.Eventually(t, func() bool { wr, f := src.verdicts(); return len(wr)+len(f) == int(seq)+1 },
+			5*time.Second, time.Millisecond)
+	}
+	for seq := range uint64(4) {
+		attempt(seq)
+	}
+	out.mu.Lock()
+	out.failWrites = 1
+	out.mu.Unlock()
+	attempt(4)
+	attempt(5)
+	require.NoError(t, stop())
+
+	written, failed := src.verdicts()
+	assert.Equal(t, []uint64{0, 1, 2, 4}, failed)
+	assert.Equal(t, []uint64{3, 5}, written)
+	// Full jitter: the n-th wait in a row lies in [min*2^(n-1)/2, min*2^(n-1)].
+	lows := []time.Duration{5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond, 5 * time.Millisecond}
+	out.mu.Lock()
+	failedAt, dialedAt := out.failedAt, out.dialedAt
+	out.mu.Unlock()
+	require.Len(t, failedAt, 4)
+	require.Len(t, dialedAt, 5)
+	for i, failed := range failedAt {
+		assert.GreaterOrEqual(t, dialedAt[i+1].Sub(failed), lows[i], "redial %d came before its backoff", i+1)
+	}
+
+	failures := observed.FilterMessageSnippet("write to output failed").All()
+	require.Len(t, failures, 4)
+	for i, e := range failures {
+		wait, ok := e.ContextMap()["retry_in"].(time.Duration)
+		require.True(t, ok, "the warning says when the retry comes: %v", e.ContextMap())
+		assert.GreaterOrEqual(t, wait, lows[i], "wait %d", i)
+		assert.LessOrEqual(t, wait, 2*lows[i], "wait %d: only a good write resets the backoff", i)
+		assert.GreaterOrEqual(t, dialedAt[i+1].Sub(failedAt[i]), wait, "redial %d came before its backoff", i+1)
+	}
+}
+
+func TestBackoffStartsQuickGrowsAndIsCapped(t *testing.T) {
+	b := backoff{min: minBackoff, max: 500 * time.Millisecond}
+	first := b.next()
+	assert.LessOrEqual(t, first, 100*time.Millisecond, "the first retry after one failure is quick")
+	assert.GreaterOrEqual(t, first, 50*time.Millisecond)
+	for range 10 {
+		assert.LessOrEqual(t, b.next(), 500*time.Millisecond)
+	}
+	assert.GreaterOrEqual(t, b.next(), 250*time.Millisecond, "the wait grows to the cap")
+	b.reset()
+	assert.LessOrEqual(t, b.next(), 100*time.Millisecond)
 }
 
 func TestHardStopFailsWhatIsQueued(t *testing.T) {
@@ -309,4 +384,85 @@ func TestPeerThatClosesGracefullyLosesNothing(t *testing.T) {
 	written, _ := src.verdicts()
 	assert.Equal(t, len(written), r.Count())
 	r.Stop()
+}
+
+// writeSyscalls is how many write-type system calls (write, writev, ...)
+// this process has made, from /proc/self/io.
+func writeSyscalls(t *testing.T) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Skipf("cannot count write system calls: %v", err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscw: "); ok {
+			n, err := strconv.Atoi(v)
+			require.NoError(t, err)
+			return n
+		}
+	}
+	t.Skip("/proc/self/io has no syscw")
+	return 0
+}
+
+// The batches a write gathers go out in one writev, not one write each.
+func TestAGroupIsOneWritev(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			addr := ""
+			if network == "unix" {
+				addr = "unix:" + filepath.Join(t.TempDir(), "vector.sock")
+			}
+			r, err := recv.Listen(addr)
+			require.NoError(t, err)
+			defer r.Stop()
+			o, err := ParseOutput(r.URL(), io.Discard)
+			require.NoError(t, err)
+			const batches = 16
+			w := New(Config{Output: o, Buffers: batches, Linger: -1})
+			src := &source{}
+			// Queued before Run starts, so they form one group.
+			for i := range batches {
+				submit(t, w, src, uint64(i), fmt.Sprintf("line %d\n", i))
+			}
+			before := writeSyscalls(t)
+			stop := runWriter(t, w)
+			require.Eventually(t, func() bool { wr, _ := src.verdicts(); return len(wr) == batches }, 5*time.Second, time.Millisecond)
+			writes := writeSyscalls(t) - before
+			require.NoError(t, stop())
+			require.Eventually(t, func() bool { return r.Count() == batches }, 5*time.Second, time.Millisecond)
+			assert.Less(t, writes, batches/2, "%d batches took %d write system calls", batches, writes)
+		})
+	}
+}
+
+// A batch that grew far past its size (one huge line escapes to several
+// times its length) does not keep its buffer in the pool for good.
+func TestAnOversizedBufferIsNotKeptInThePool(t *testing.T) {
+	out := &flakyOutput{}
+	w := New(Config{Output: out, Buffers: 2, BatchBytes: 1024, Linger: -1})
+	size := w.pool.size
+	stop := runWriter(t, w)
+	src := &source{}
+	huge := strings.Repeat("x", maxGrowth*size) + "\n"
+	submit(t, w, src, 0, huge)
+	grown := strings.Repeat("y", 2*size) + "\n"
+	submit(t, w, src, 1, grown)
+	require.NoError(t, stop())
+	written, _ := src.verdicts()
+	require.Equal(t, []uint64{0, 1}, written)
+	assert.Equal(t, huge+grown, out.String2())
+
+	require.Len(t, w.Free(), 2)
+	caps := []int{cap((<-w.Free()).Data), cap((<-w.Free()).Data)}
+	slices.Sort(caps)
+	assert.Equal(t, size, caps[0], "the huge batch's buffer was replaced by one of the configured size")
+	assert.Greater(t, caps[1], len(grown), "a buffer that grew a little is kept")
+	assert.LessOrEqual(t, caps[1], maxGrowth*size)
+}
+
+func TestWriterIsNamedAfterItsOutput(t *testing.T) {
+	o, err := ParseOutput("tcp://127.0.0.1:9000", io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "tcp://127.0.0.1:9000", New(Config{Output: o}).String())
 }

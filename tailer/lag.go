@@ -1,6 +1,9 @@
 package tailer
 
 import (
+	"fmt"
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
@@ -8,41 +11,54 @@ import (
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
 )
 
+// LagFiles is how many files of a stream LagBytes counts: its committed
+// file and the next ones by index. logmon keeps 10 files per stream by
+// default, so a real stream is counted whole; a folder that a task filled
+// with thousands of matching names costs one fstatat per counted file, not
+// an open of every one at every scrape.
+const LagFiles = 64
+
 // LagBytes is how many bytes of e's stream are on disk past its committed
-// position: the rest of file e.FileIndex and every newer file. Files that
-// cannot be opened safely count as nothing.
+// position: the rest of file e.FileIndex and the newer files, at most
+// LagFiles files in all (the lowest indexes from e.FileIndex on), so it is
+// a lower bound when a stream has more. Files that are not regular files
+// below the alloc dir count as nothing. Nothing is opened but the folder.
 func LagBytes(root *safefs.Root, e checkpoint.Entry) int64 {
 	if enrich.ValidPathComponent(e.AllocID) != nil || enrich.ValidPathComponent(e.Task) != nil {
 		return 0
 	}
-	dir := enrich.LogDir(e.AllocID)
-	d, err := root.OpenDir(dir)
+	d, err := root.OpenDir(enrich.LogDir(e.AllocID))
 	if err != nil {
 		return 0
 	}
 	defer d.Close()
+	// The LagFiles lowest indexes at or after e.FileIndex, kept sorted.
+	indexes := make([]int64, 0, LagFiles)
+	// A folder that cannot be listed to its end is measured by what was
+	// listed: the gauge is a lower bound anyway.
+	_ = enrich.EachLogFile(d, func(task, stream string, index int64) {
+		if task != e.Task || stream != e.Stream || index < e.FileIndex {
+			return
+		}
+		if len(indexes) == LagFiles && index >= indexes[LagFiles-1] {
+			return
+		}
+		at, _ := slices.BinarySearch(indexes, index)
+		if len(indexes) == LagFiles {
+			indexes = indexes[:LagFiles-1]
+		}
+		indexes = slices.Insert(indexes, at, index)
+	})
 	var lag int64
-	for {
-		names, err := d.Readdirnames(1024)
-		for _, name := range names {
-			task, stream, idx, ok := enrich.ParseLogFileName(name)
-			if !ok || task != e.Task || stream != e.Stream || idx < e.FileIndex {
-				continue
-			}
-			f, err := root.OpenFile(dir + "/" + name)
-			if err != nil {
-				continue
-			}
-			size := fileSize(f)
-			f.Close()
-			if idx == e.FileIndex {
-				size -= e.Offset
-			}
-			lag += max(size, 0)
-		}
+	for _, index := range indexes {
+		size, err := safefs.SizeIn(d, enrich.LogFileName(e.Task, e.Stream, index))
 		if err != nil {
-			break
+			continue
 		}
+		if index == e.FileIndex {
+			size -= e.Offset
+		}
+		lag += max(size, 0)
 	}
 	return lag
 }
@@ -59,7 +75,9 @@ type lagCollector struct {
 // NewLagCollector makes the nlf_lag_bytes gauge.
 func NewLagCollector(root *safefs.Root, cp Checkpoint) prometheus.Collector {
 	return &lagCollector{root: root, cp: cp, desc: prometheus.NewDesc("nlf_lag_bytes",
-		"Bytes in task log files not yet confirmed forwarded, summed over all streams.", nil, nil)}
+		fmt.Sprintf("Bytes in task log files not yet confirmed forwarded, summed over all streams. "+
+			"Counts at most the first %d files of each stream from its committed file on, "+
+			"so it is a lower bound for a stream with more.", LagFiles), nil, nil)}
 }
 
 func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }

@@ -201,22 +201,21 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 
 	checks := []telemetry.Check{{Name: "checkpoint", Check: store.Healthy}}
 	opts := enrich.Options{Namespaces: f.namespaces, MetaKeys: f.metaKeys, SelfAllocID: os.Getenv("NOMAD_ALLOC_ID")}
+	tailerMetrics := tailer.NewMetrics(reg)
 	var discover func(ctx context.Context, updates chan<- []enrich.Desired)
 	var once []enrich.Desired
 	if f.offline {
-		scanner := &enrich.Scanner{Root: root, Log: log, Options: opts}
+		// Of discovery's metrics only the refused allocations apply.
+		discoveryMetrics := enrich.NewMetrics(nil)
+		reg.MustRegister(discoveryMetrics.Refused)
+		scanner := &enrich.Scanner{Root: root, Log: log, Options: opts, Node: enrich.Node{ID: f.nodeID},
+			Refused: tailerMetrics.FilesRefused, AllocationsRefused: discoveryMetrics.Refused}
 		if f.allocsFile != "" {
 			if scanner.Allocs, err = enrich.LoadAllocations(f.allocsFile); err != nil {
 				return err
 			}
-			if len(scanner.Allocs) > 0 {
-				scanner.Node = enrich.Node{ID: scanner.Allocs[0].NodeID, Name: scanner.Allocs[0].NodeName}
-			}
 		}
-		if f.nodeID != "" {
-			scanner.Node.ID = f.nodeID
-		}
-		if forward.IsHTTP(f.output) && scanner.Node.ID == "" {
+		if forward.IsHTTP(f.output) && scanner.ResolvedNode().ID == "" {
 			log.Warn("this node's ID is unknown, so lines carry no nomad.node_id: file + offset alone do not identify a line across nodes; pass --node-id (or --allocs-file)")
 		}
 		if f.once {
@@ -259,7 +258,7 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	manager := tailer.NewManager(tailer.Config{
 		Root: root, Output: writer, Checkpoint: store, Watcher: watcher,
 		ReadFrom: f.readFrom, MaxLineBytes: f.maxLineBytes, DrainDelay: f.drainDelay, Log: log,
-		Metrics: tailer.NewMetrics(reg),
+		Metrics: tailerMetrics,
 	})
 
 	// The writer outlives the streams: it gets its own context, cancelled
@@ -348,13 +347,6 @@ type output interface {
 	String() string
 }
 
-type socketWriter struct {
-	*forward.Writer
-	out forward.Output
-}
-
-func (w socketWriter) String() string { return w.out.String() }
-
 // newOutput picks the writer that --output names.
 func newOutput(f *runFlags, stdout io.Writer, log *zap.Logger, reg prometheus.Registerer) (output, error) {
 	if !forward.IsHTTP(f.output) {
@@ -362,7 +354,7 @@ func newOutput(f *runFlags, stdout io.Writer, log *zap.Logger, reg prometheus.Re
 		if err != nil {
 			return nil, err
 		}
-		return socketWriter{Writer: forward.New(forward.Config{Output: out, Log: log, Metrics: forward.NewMetrics(reg)}), out: out}, nil
+		return forward.New(forward.Config{Output: out, Log: log, Metrics: forward.NewMetrics(reg)}), nil
 	}
 	u, err := forward.ParseHTTPURL(f.output)
 	if err != nil {

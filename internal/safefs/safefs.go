@@ -115,6 +115,56 @@ func (r *Root) OpenDir(rel string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), r.Join(rel)), nil
 }
 
+// Size is the size of the regular file at rel below the root, looked at
+// without opening it: the folder is opened beneath the root as OpenDir
+// does, and the leaf is stat'ed with AT_SYMLINK_NOFOLLOW. A missing file
+// gives an error for which errors.Is(err, fs.ErrNotExist) holds; a symlink
+// or special file gives a *RefusedError, as OpenFile does.
+func (r *Root) Size(rel string) (int64, error) {
+	if err := checkRel(rel); err != nil {
+		return 0, err
+	}
+	parent, name := ".", rel
+	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+		parent, name = rel[:i], rel[i+1:]
+	}
+	if name == "." {
+		return 0, &RefusedError{Path: r.path, Reason: "not a regular file (directory)"}
+	}
+	d, err := r.OpenDir(parent)
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	return SizeIn(d, name)
+}
+
+// SizeIn is Size for the file name (one path component) in dir, a folder
+// opened with OpenDir: one fstatat per file, for callers that look at
+// many files of one folder.
+func SizeIn(dir *os.File, name string) (int64, error) {
+	path := dir.Name() + "/" + name
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return 0, fmt.Errorf("%q is not a file name", name)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, &fs.PathError{Op: "stat", Path: path, Err: err}
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return st.Size, nil
+	case unix.S_IFLNK:
+		buf := make([]byte, 4096)
+		n, err := unix.Readlinkat(int(dir.Fd()), name, buf)
+		if err != nil {
+			n = 0
+		}
+		return 0, &RefusedError{Path: path, Reason: "symlink", Target: string(buf[:n])}
+	}
+	return 0, &RefusedError{Path: path, Reason: "not a regular file (" + modeName(st.Mode) + ")"}
+}
+
 // Exists reports whether rel names something below the root, without
 // following symlinks (a dangling symlink exists).
 func (r *Root) Exists(rel string) bool {

@@ -154,3 +154,50 @@ func TestOpenFileReadsBlockingAndWithoutAtime(t *testing.T) {
 	assert.Zero(t, flags&unix.O_NONBLOCK, "O_NONBLOCK cleared")
 	assert.NotZero(t, flags&unix.O_NOATIME, "the test owns the file, so O_NOATIME is allowed")
 }
+
+func TestSizeLooksWithoutOpeningAndRefusesWhatOpenFileRefuses(t *testing.T) {
+	both(t, func(t *testing.T, r *Root) {
+		logs := r.Join("a/alloc/logs")
+		size, err := r.Size("a/alloc/logs/web.stdout.0")
+		require.NoError(t, err)
+		assert.Equal(t, int64(3), size)
+
+		_, err = r.Size("a/alloc/logs/missing.stdout.0")
+		assert.ErrorIs(t, err, fs.ErrNotExist)
+
+		_, outside := tree(t)
+		require.NoError(t, os.Symlink(filepath.Join(outside, "secret"), filepath.Join(logs, "web.stdout.1")))
+		require.NoError(t, syscall.Mkfifo(filepath.Join(logs, "web.stdout.2"), 0o666))
+		require.NoError(t, os.Mkdir(filepath.Join(logs, "web.stdout.3"), 0o755))
+		require.NoError(t, os.Symlink(outside, r.Join("b")))
+		for rel, reason := range map[string]string{
+			"a/alloc/logs/web.stdout.1": "symlink",
+			"a/alloc/logs/web.stdout.2": "not a regular file (fifo)",
+			"a/alloc/logs/web.stdout.3": "not a regular file (directory)",
+			"b/secret":                  "symlink",
+			".":                         "not a regular file",
+		} {
+			size, err := r.Size(rel)
+			var refused *RefusedError
+			require.ErrorAs(t, err, &refused, rel)
+			assert.Contains(t, refused.Reason, reason, rel)
+			assert.Zero(t, size)
+		}
+		_, err = r.Size("a/../../etc/passwd")
+		assert.Error(t, err)
+		_, err = r.Size("/etc/passwd")
+		assert.Error(t, err)
+
+		d, err := r.OpenDir("a/alloc/logs")
+		require.NoError(t, err)
+		defer d.Close()
+		size, err = SizeIn(d, "web.stdout.0")
+		require.NoError(t, err)
+		assert.Equal(t, int64(3), size)
+		_, err = SizeIn(d, "web.stdout.1")
+		assert.True(t, IsRefused(err), "%v", err)
+		_, err = SizeIn(d, "../../../etc/passwd")
+		assert.Error(t, err)
+		assert.False(t, IsRefused(err) || errors.Is(err, fs.ErrNotExist), "a name with a slash is not even looked at: %v", err)
+	})
+}
