@@ -874,22 +874,16 @@ func (s *stream) listIndexes(from int64) (lo, hi int64, ok bool) {
 	defer d.Close()
 	s.sawDir = true
 	lo, hi = -1, -1
-	for {
-		names, err := d.Readdirnames(1024)
-		for _, name := range names {
-			task, stream, idx, ok := enrich.ParseLogFileName(name)
-			if !ok || task != s.target.Task || stream != s.target.Stream {
-				continue
-			}
-			hi = max(hi, idx)
-			if idx >= from && (lo < 0 || idx < lo) {
-				lo = idx
-			}
+	// A listing that fails halfway still tells what it saw.
+	_ = enrich.EachLogFile(d, func(task, stream string, idx int64) {
+		if task != s.target.Task || stream != s.target.Stream {
+			return
 		}
-		if err != nil {
-			break
+		hi = max(hi, idx)
+		if idx >= from && (lo < 0 || idx < lo) {
+			lo = idx
 		}
-	}
+	})
 	return lo, hi, lo >= 0
 }
 
