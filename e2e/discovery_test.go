@@ -267,7 +267,7 @@ func TestStoppedAndPurgedAllocationsAreDrainedAndRetired(t *testing.T) {
 	_, err = p.Wait(5 * time.Second)
 	require.NoError(t, err)
 	before := w.recv.Count()
-	p = w.start()
+	w.start()
 	require.Eventually(t, func() bool { return w.api.Requests(fakenomad.Allocations) >= 2 && w.api.Waiting() == 1 }, 10*time.Second, 5*time.Millisecond)
 	require.NoError(t, os.RemoveAll(filepath.Join(w.allocDir, stopped)))
 	require.Eventually(t, func() bool { return len(w.finished(stopped)) == 0 }, 10*time.Second, 50*time.Millisecond)

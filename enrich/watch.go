@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 	"go.uber.org/zap"
 
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/backoff"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
 )
 
@@ -95,6 +95,7 @@ type Watcher struct {
 	haveNode      bool
 	refused       map[string]bool
 	failures      int
+	retry         backoff.Backoff // doubles from MinBackoff to MaxBackoff over failures in a row
 	noIndexLogged bool
 	// notBefore is the earliest start of the next request.
 	notBefore time.Time
@@ -103,7 +104,7 @@ type Watcher struct {
 // NewWatcher makes a Watcher.
 func NewWatcher(cfg WatcherConfig) *Watcher {
 	cfg.setDefaults()
-	return &Watcher{cfg: cfg, refused: make(map[string]bool)}
+	return &Watcher{cfg: cfg, refused: make(map[string]bool), retry: backoff.Backoff{Min: cfg.MinBackoff, Max: cfg.MaxBackoff}}
 }
 
 // LastSync is when the allocations were last listed successfully (the
@@ -291,6 +292,7 @@ func (w *Watcher) list(ctx context.Context, q *api.QueryOptions) ([]*api.Allocat
 	if w.failures > 0 {
 		w.cfg.Log.Info("Nomad API answers again", zap.Int("failed_requests", w.failures))
 		w.failures = 0
+		w.retry.Reset()
 	}
 	if meta.LastIndex == 0 {
 		// Not what Nomad does (its index starts at 1); a proxy may have
@@ -327,7 +329,7 @@ func (w *Watcher) failed(ctx context.Context, request string, err error) {
 	w.failures++
 	kind, status := classify(err)
 	w.cfg.Metrics.APIErrors.WithLabelValues(kind).Inc()
-	backoff := w.backoff()
+	backoff := w.retry.Next()
 	w.notBefore = time.Now().Add(backoff)
 	fields := []zap.Field{
 		zap.String("request", request), zap.String("kind", kind),
@@ -342,18 +344,6 @@ func (w *Watcher) failed(ctx context.Context, request string, err error) {
 		msg += " (the token needs node:read and read-job; agent:read without --node-id)"
 	}
 	w.cfg.Log.Warn(msg, fields...)
-}
-
-// backoff is the wait after the current run of failures: doubling from
-// MinBackoff up to MaxBackoff, with jitter so that many nodes do not
-// retry in step.
-func (w *Watcher) backoff() time.Duration {
-	d := w.cfg.MinBackoff
-	for i := 1; i < w.failures && d < w.cfg.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, w.cfg.MaxBackoff)
-	return d/2 + rand.N(d/2+1)
 }
 
 // classify sorts an API error into a metric kind, with the HTTP status

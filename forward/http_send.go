@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/backoff"
 )
 
 // span is a run of whole lines of one batch of a request.
@@ -163,8 +165,8 @@ func classify(code int, msg []byte) answer {
 func (w *HTTPWriter) deliver(ctx context.Context, c chunk) (outcome, []chunk) {
 	body := w.encode(c)
 	defer w.bodies.Put(body)
-	fast := backoff{min: w.cfg.MinBackoff, max: w.cfg.MaxBackoff}
-	slow := backoff{min: max(w.cfg.MinBackoff, w.cfg.SinkRejectBackoff/60), max: w.cfg.SinkRejectBackoff}
+	fast := backoff.Backoff{Min: w.cfg.MinBackoff, Max: w.cfg.MaxBackoff}
+	slow := backoff.Backoff{Min: max(w.cfg.MinBackoff, w.cfg.SinkRejectBackoff/60), Max: w.cfg.SinkRejectBackoff}
 	for attempt := 1; ; attempt++ {
 		code, msg, err := w.post(ctx, body.Bytes())
 		if ctx.Err() != nil {
@@ -191,7 +193,7 @@ func (w *HTTPWriter) deliver(ctx context.Context, c chunk) (outcome, []chunk) {
 			if w.dropPoison(c, code, msg) {
 				return outcomeDropped, nil
 			}
-			wait, reason = slow.next(), retryHoldPoison
+			wait, reason = slow.Next(), retryHoldPoison
 		case answerBadLines:
 			if !c.oneLine() {
 				// Bisect: the halves go one after the other, so that the
@@ -202,13 +204,13 @@ func (w *HTTPWriter) deliver(ctx context.Context, c chunk) (outcome, []chunk) {
 			if w.dropPoison(c, code, msg) {
 				return outcomeDropped, nil
 			}
-			wait, reason = slow.next(), retryHoldPoison
+			wait, reason = slow.Next(), retryHoldPoison
 		case answerSinkReject:
-			wait, reason = slow.next(), retrySinkReject
+			wait, reason = slow.Next(), retrySinkReject
 		case answerRetry:
-			wait, reason = fast.next(), retryServerError
+			wait, reason = fast.Next(), retryServerError
 		case answerConfig:
-			wait, reason = slow.next(), retryConfig
+			wait, reason = slow.Next(), retryConfig
 		}
 		if err != nil {
 			reason = retryNetwork

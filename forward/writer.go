@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/backoff"
 )
 
 // Config sets up a Writer. Zero values take the defaults.
@@ -106,14 +107,14 @@ func (w *Writer) Close() { close(w.closing) }
 // an error only when the output can never be written again.
 func (w *Writer) Run(ctx context.Context) error {
 	var (
-		conn    io.WriteCloser
-		dst     io.Writer // conn, or the connection it wraps
-		stop    func() bool
-		group   = make([]*Batch, 0, w.cfg.Buffers)
-		bufs    = make([][]byte, 0, w.cfg.Buffers)
-		backoff = backoff{min: w.minBackoff, max: w.cfg.MaxBackoff}
-		timer   = time.NewTimer(time.Hour)
-		dialed  bool
+		conn   io.WriteCloser
+		dst    io.Writer // conn, or the connection it wraps
+		stop   func() bool
+		group  = make([]*Batch, 0, w.cfg.Buffers)
+		bufs   = make([][]byte, 0, w.cfg.Buffers)
+		retry  = backoff.Backoff{Min: w.minBackoff, Max: w.cfg.MaxBackoff}
+		timer  = time.NewTimer(time.Hour)
+		dialed bool
 	)
 	timer.Stop()
 	disconnect := func() {
@@ -160,7 +161,7 @@ func (w *Writer) Run(ctx context.Context) error {
 				return fmt.Errorf("connect to %s: %w", w.cfg.Output, err)
 			}
 			w.cfg.Metrics.DialErrors.Inc()
-			wait := backoff.next()
+			wait := retry.Next()
 			w.cfg.Log.Warn("cannot connect to output; streams wait, nothing is lost",
 				zap.Stringer("output", w.cfg.Output), zap.Error(err), zap.Duration("retry_in", wait))
 			if !sleep(ctx, wait) {
@@ -185,7 +186,7 @@ func (w *Writer) Run(ctx context.Context) error {
 			// A peer that accepts and then resets would otherwise be
 			// redialled at once, over and over, each time making every
 			// stream rewind.
-			wait := backoff.next()
+			wait := retry.Next()
 			if ctx.Err() == nil {
 				w.cfg.Log.Warn("write to output failed; resending from the last commit",
 					zap.Stringer("output", w.cfg.Output), zap.Error(err), zap.Duration("retry_in", wait))
@@ -197,7 +198,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 		// Only a write proves the output works: a peer that accepts
 		// connections and resets them keeps the backoff growing.
-		backoff.reset()
+		retry.Reset()
 		for _, b := range group {
 			w.cfg.Metrics.BytesWritten.Add(float64(len(b.Data)))
 			w.cfg.Metrics.LinesWritten.Add(float64(b.Lines))
@@ -338,20 +339,3 @@ func setDeadline(c io.WriteCloser) {
 		d.SetWriteDeadline(time.Unix(1, 0))
 	}
 }
-
-// backoff is capped exponential backoff with full jitter.
-type backoff struct {
-	min, max time.Duration
-	cur      time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(b.cur*2, b.max)
-	}
-	return b.cur/2 + rand.N(b.cur/2+1)
-}
-
-func (b *backoff) reset() { b.cur = 0 }

@@ -248,19 +248,6 @@ func TestFailedWritesBackOffUntilAWriteSucceeds(t *testing.T) {
 	}
 }
 
-func TestBackoffStartsQuickGrowsAndIsCapped(t *testing.T) {
-	b := backoff{min: minBackoff, max: 500 * time.Millisecond}
-	first := b.next()
-	assert.LessOrEqual(t, first, 100*time.Millisecond, "the first retry after one failure is quick")
-	assert.GreaterOrEqual(t, first, 50*time.Millisecond)
-	for range 10 {
-		assert.LessOrEqual(t, b.next(), 500*time.Millisecond)
-	}
-	assert.GreaterOrEqual(t, b.next(), 250*time.Millisecond, "the wait grows to the cap")
-	b.reset()
-	assert.LessOrEqual(t, b.next(), 100*time.Millisecond)
-}
-
 func TestHardStopFailsWhatIsQueued(t *testing.T) {
 	out := &flakyOutput{failDials: 1 << 30} // never reachable
 	w := New(Config{Output: out, MaxBackoff: time.Millisecond})

@@ -26,8 +26,6 @@ import (
 // (user+sys, every goroutine) per line, which is what a shipper costs its
 // node, where ns/op is wall time.
 
-const benchAlloc = "e333a86a-cefe-d673-f65e-b5a2e1172d99"
-
 // benchBlock is a thousand varied lines of about 100 bytes; some need JSON
 // escapes (quotes, backslashes, tabs, non-ASCII).
 func benchBlock() (block []byte, lineEnds []int) {
