@@ -149,7 +149,7 @@ type stream struct {
 func newStream(cfg *Config, d enrich.Desired, markFinished bool, readBuf *sync.Pool) *stream {
 	s := &stream{
 		target:       d.Target,
-		key:          checkpoint.Key{AllocID: d.Target.AllocID, Task: d.Target.Task, Stream: d.Target.Stream},
+		key:          checkpointKey(d.Target),
 		dir:          enrich.LogDir(d.Target.AllocID),
 		cfg:          cfg,
 		log:          cfg.Log.With(zap.String("alloc_id", d.Target.AllocID), zap.String("task", d.Target.Task), zap.String("stream", d.Target.Stream)),
