@@ -14,6 +14,10 @@ type Batch struct {
 	Epoch uint64
 	// Seq is the source's own sequence number, echoed back.
 	Seq uint64
+	// Dropped is how many of the batch's lines the output skipped instead
+	// of delivering them (poison lines the receiver refused), set before
+	// Written.
+	Dropped int
 }
 
 // Source is what made a batch. Both methods are called from the writer's

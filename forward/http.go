@@ -416,7 +416,8 @@ func (d *dispatcher) finish(r *request) {
 			continue
 		}
 		w.cfg.Metrics.BytesWritten.Add(float64(len(b.Data)))
-		w.cfg.Metrics.LinesWritten.Add(float64(b.Lines - r.dropped[i]))
+		b.Dropped = r.dropped[i]
+		w.cfg.Metrics.LinesWritten.Add(float64(b.Lines - b.Dropped))
 		b.Source.Written(b)
 		w.pool.put(b)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -25,6 +26,9 @@ type scriptedOutput struct {
 	free       chan *forward.Batch
 	batchBytes int
 	fail       func(n int) bool
+	// dropPerBatch lines of each written batch are reported dropped, as
+	// the HTTP output reports poison lines it skipped.
+	dropPerBatch int
 
 	mu        sync.Mutex
 	submitted int
@@ -63,6 +67,7 @@ func (o *scriptedOutput) Submit(b *forward.Batch) {
 	if failed {
 		b.Source.Failed(b)
 	} else {
+		b.Dropped = min(o.dropPerBatch, b.Lines)
 		b.Source.Written(b)
 	}
 	o.put(b)
@@ -124,4 +129,23 @@ func TestRewindIntoThePreviousFileLosesNothing(t *testing.T) {
 			require.True(t, got[w], "failing batch %d: line %q never arrived", k, w)
 		}
 	}
+}
+
+// Lines an output dropped (poison lines the HTTP output skipped) are not
+// counted as forwarded.
+func TestDroppedLinesAreNotCountedAsForwarded(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", strings.Join(numbered("line", 0, 1000), "\n")+"\n")
+	out := newScriptedOutput(4096, func(int) bool { return false })
+	out.dropPerBatch = 1
+	store, err := checkpoint.Open(h.ckptPath, nil)
+	require.NoError(t, err)
+	metrics := tailer.NewMetrics(nil)
+	mgr := tailer.NewManager(tailer.Config{Root: h.root, Output: out, Checkpoint: store, Metrics: metrics})
+	require.NoError(t, mgr.RunOnce(t.Context(), []enrich.Desired{target("web", "stdout")}))
+	out.mu.Lock()
+	batches := out.submitted
+	out.mu.Unlock()
+	require.Greater(t, batches, 1)
+	assert.Equal(t, float64(1000-batches), testutil.ToFloat64(metrics.LinesForwarded.WithLabelValues("", "")))
 }

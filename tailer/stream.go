@@ -215,7 +215,7 @@ func (s *stream) Epoch() uint64 { return s.epoch.Load() }
 func (s *stream) Written(b *forward.Batch) {
 	p := s.inflight[b.Seq%BatchesPerStream]
 	s.cfg.Checkpoint.Commit(s.entry(p.pos, false))
-	s.metrics.linesForwarded.Add(float64(p.lines))
+	s.metrics.linesForwarded.Add(float64(p.lines - b.Dropped))
 	s.metrics.bytesForwarded.Add(float64(p.bytes))
 	s.acks <- ack{ok: true, epoch: b.Epoch, pos: p.pos}
 }
