@@ -202,52 +202,18 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	checks := []telemetry.Check{{Name: "checkpoint", Check: store.Healthy}}
 	opts := enrich.Options{Namespaces: f.namespaces, MetaKeys: f.metaKeys, SelfAllocID: os.Getenv("NOMAD_ALLOC_ID")}
 	tailerMetrics := tailer.NewMetrics(reg)
-	var discover func(ctx context.Context, updates chan<- []enrich.Desired)
-	var once []enrich.Desired
+	var d discovery
 	if f.offline {
-		// Of discovery's metrics only the refused allocations apply.
-		discoveryMetrics := enrich.NewMetrics(nil)
-		reg.MustRegister(discoveryMetrics.Refused)
-		scanner := &enrich.Scanner{Root: root, Log: log, Options: opts, Node: enrich.Node{ID: f.nodeID},
-			Refused: tailerMetrics.FilesRefused, AllocationsRefused: discoveryMetrics.Refused}
-		if f.allocsFile != "" {
-			if scanner.Allocs, err = enrich.LoadAllocations(f.allocsFile); err != nil {
-				return err
-			}
-		}
-		if forward.IsHTTP(f.output) && scanner.ResolvedNode().ID == "" {
-			log.Warn("this node's ID is unknown, so lines carry no nomad.node_id: file + offset alone do not identify a line across nodes; pass --node-id (or --allocs-file)")
-		}
-		if f.once {
-			if once, err = scanner.Scan(); err != nil {
-				return err
-			}
-		} else {
-			discover = func(ctx context.Context, updates chan<- []enrich.Desired) {
-				scanner.Run(ctx, f.reconcileInterval, updates)
-			}
-		}
+		d, err = offlineDiscovery(f, root, opts, tailerMetrics, reg, log)
 	} else {
-		client, info, err := enrich.NewClient(enrich.ClientConfig{Address: f.nomadAddr, MaxResponseBytes: f.nomadMaxResponse})
-		if err != nil {
-			return err
-		}
-		defer client.Close()
-		log.Info("using the Nomad API", zap.String("address", info.Address), zap.String("address_from", info.AddressFrom),
-			zap.String("token_from", info.TokenFrom), zap.Bool("tls", info.TLS))
-		watcher := enrich.NewWatcher(enrich.WatcherConfig{
-			Client: client, NodeID: f.nodeID, Root: root, Options: opts,
-			ReconcileInterval: f.reconcileInterval, Log: log, Metrics: enrich.NewMetrics(reg),
-		})
-		checks = append(checks, telemetry.Check{Name: "nomad", Check: syncedWithin(watcher.LastSync, max(3*f.reconcileInterval, 30*time.Second))})
-		if f.once {
-			if once, err = watcher.Snapshot(ctx, onceAttempts); err != nil {
-				return err
-			}
-		} else {
-			discover = watcher.Run
-		}
+		d, err = apiDiscovery(ctx, f, root, opts, reg, log)
 	}
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	checks = append(checks, d.checks...)
+	once, discover := d.once, d.run
 
 	reg.MustRegister(tailer.NewLagCollector(root, store))
 	watcher, err := tailer.NewWatcher(log)
@@ -394,4 +360,63 @@ func startCPUProfile(path string) (stop func(), err error) {
 		pprof.StopCPUProfile()
 		out.Close()
 	}, nil
+}
+
+// discovery is where the targets come from: the Nomad API, or the alloc
+// dir itself (--offline).
+type discovery struct {
+	// once is the target set of --once; run sends snapshots otherwise.
+	once   []enrich.Desired
+	run    func(ctx context.Context, updates chan<- []enrich.Desired)
+	checks []telemetry.Check
+	close  func()
+}
+
+func offlineDiscovery(f *runFlags, root *safefs.Root, opts enrich.Options, tm *tailer.Metrics, reg prometheus.Registerer, log *zap.Logger) (discovery, error) {
+	d := discovery{close: func() {}}
+	// Of discovery's metrics only the refused allocations apply.
+	discoveryMetrics := enrich.NewMetrics(nil)
+	reg.MustRegister(discoveryMetrics.Refused)
+	scanner := &enrich.Scanner{Root: root, Log: log, Options: opts, Node: enrich.Node{ID: f.nodeID},
+		Refused: tm.FilesRefused, AllocationsRefused: discoveryMetrics.Refused}
+	if f.allocsFile != "" {
+		var err error
+		if scanner.Allocs, err = enrich.LoadAllocations(f.allocsFile); err != nil {
+			return d, err
+		}
+	}
+	if forward.IsHTTP(f.output) && scanner.ResolvedNode().ID == "" {
+		log.Warn("this node's ID is unknown, so lines carry no nomad.node_id: file + offset alone do not identify a line across nodes; pass --node-id (or --allocs-file)")
+	}
+	if f.once {
+		var err error
+		d.once, err = scanner.Scan()
+		return d, err
+	}
+	d.run = func(ctx context.Context, updates chan<- []enrich.Desired) {
+		scanner.Run(ctx, f.reconcileInterval, updates)
+	}
+	return d, nil
+}
+
+func apiDiscovery(ctx context.Context, f *runFlags, root *safefs.Root, opts enrich.Options, reg prometheus.Registerer, log *zap.Logger) (discovery, error) {
+	d := discovery{close: func() {}}
+	client, info, err := enrich.NewClient(enrich.ClientConfig{Address: f.nomadAddr, MaxResponseBytes: f.nomadMaxResponse})
+	if err != nil {
+		return d, err
+	}
+	d.close = client.Close
+	log.Info("using the Nomad API", zap.String("address", info.Address), zap.String("address_from", info.AddressFrom),
+		zap.String("token_from", info.TokenFrom), zap.Bool("tls", info.TLS))
+	watcher := enrich.NewWatcher(enrich.WatcherConfig{
+		Client: client, NodeID: f.nodeID, Root: root, Options: opts,
+		ReconcileInterval: f.reconcileInterval, Log: log, Metrics: enrich.NewMetrics(reg),
+	})
+	d.checks = []telemetry.Check{{Name: "nomad", Check: syncedWithin(watcher.LastSync, max(3*f.reconcileInterval, 30*time.Second))}}
+	if f.once {
+		d.once, err = watcher.Snapshot(ctx, onceAttempts)
+		return d, err
+	}
+	d.run = watcher.Run
+	return d, nil
 }
