@@ -16,6 +16,7 @@ import (
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/logmon"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/scenario"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
 // feed writes rate lines per second in all, one line per stream per tick.
@@ -32,9 +33,9 @@ func uncommitted(lines []scenario.Line, entries []checkpoint.Entry, streams []*s
 	for _, s := range streams {
 		at[s.Name] = pos{-1, -1} // no entry: everything is sent again
 	}
-	byKey := map[checkpoint.Key]string{}
+	byKey := map[taskstream.ID]string{}
 	for _, s := range streams {
-		byKey[checkpoint.Key{AllocID: s.Spec.AllocID, Task: s.Spec.Task, Stream: s.Spec.Stream}] = s.Name
+		byKey[taskstream.ID{AllocID: s.Spec.AllocID, Task: s.Spec.Task, Stream: s.Spec.Stream}] = s.Name
 	}
 	for _, e := range entries {
 		if name, ok := byKey[e.Key()]; ok {

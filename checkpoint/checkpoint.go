@@ -16,20 +16,13 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
 // FormatVersion is written into every file; a file with another version is
 // refused rather than misread.
 const FormatVersion = 1
-
-// Key names one task stream.
-type Key struct {
-	AllocID string
-	Task    string
-	Stream  string
-}
-
-func (k Key) String() string { return k.AllocID + "/" + k.Task + "." + k.Stream }
 
 // Entry is the committed position of one task stream: the first byte of the
 // first line not yet confirmed written, in file <task>.<stream>.<FileIndex>,
@@ -50,7 +43,9 @@ type Entry struct {
 }
 
 // Key returns the stream the entry belongs to.
-func (e Entry) Key() Key { return Key{AllocID: e.AllocID, Task: e.Task, Stream: e.Stream} }
+func (e Entry) Key() taskstream.ID {
+	return taskstream.ID{AllocID: e.AllocID, Task: e.Task, Stream: e.Stream}
+}
 
 // file is the on-disk envelope. Entries is kept as raw msgpack so the
 // checksum covers exactly the bytes that are decoded.
@@ -146,7 +141,7 @@ type Store struct {
 	saveMu sync.Mutex
 
 	mu      sync.Mutex
-	entries map[Key]Entry
+	entries map[taskstream.ID]Entry
 	version uint64 // bumped by every change
 	saved   uint64 // version last written to disk
 	saveErr error  // last save's error, nil after a good save
@@ -166,7 +161,7 @@ func Open(path string, m *Metrics) (*Store, error) {
 		return nil, err
 	}
 	removeTemps(path)
-	s := &Store{path: path, now: time.Now, metrics: m, writeFile: WriteFileAtomic, entries: make(map[Key]Entry, len(entries))}
+	s := &Store{path: path, now: time.Now, metrics: m, writeFile: WriteFileAtomic, entries: make(map[taskstream.ID]Entry, len(entries))}
 	for _, e := range entries {
 		s.entries[e.Key()] = e
 	}
@@ -177,7 +172,7 @@ func Open(path string, m *Metrics) (*Store, error) {
 func (s *Store) Path() string { return s.path }
 
 // Get returns the entry of k.
-func (s *Store) Get(k Key) (Entry, bool) {
+func (s *Store) Get(k taskstream.ID) (Entry, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[k]
@@ -224,7 +219,7 @@ func (s *Store) Commit(e Entry) {
 }
 
 // Delete removes the entries of k.
-func (s *Store) Delete(keys ...Key) {
+func (s *Store) Delete(keys ...taskstream.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range keys {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
 func entry(alloc string, idx, off int64) Entry {
@@ -38,7 +40,7 @@ func TestSaveAndReload(t *testing.T) {
 
 	s2, err := Open(path, nil)
 	require.NoError(t, err)
-	e, ok := s2.Get(Key{AllocID: "b", Task: "web", Stream: "stdout"})
+	e, ok := s2.Get(taskstream.ID{AllocID: "b", Task: "web", Stream: "stdout"})
 	require.True(t, ok)
 	assert.Equal(t, int64(100), e.Offset)
 }
@@ -120,7 +122,7 @@ func TestLeftoverTempFileIsIgnoredAndRemoved(t *testing.T) {
 
 	s2, err := Open(path, nil)
 	require.NoError(t, err)
-	e, ok := s2.Get(Key{AllocID: "a", Task: "web", Stream: "stdout"})
+	e, ok := s2.Get(taskstream.ID{AllocID: "a", Task: "web", Stream: "stdout"})
 	require.True(t, ok)
 	assert.Equal(t, int64(10), e.Offset)
 	_, err = os.Stat(leftover)
@@ -132,7 +134,7 @@ func TestDeleteAndEntries(t *testing.T) {
 	require.NoError(t, err)
 	s.Commit(entry("a", 0, 1))
 	s.Commit(entry("b", 0, 2))
-	s.Delete(Key{AllocID: "a", Task: "web", Stream: "stdout"}, Key{AllocID: "zzz"})
+	s.Delete(taskstream.ID{AllocID: "a", Task: "web", Stream: "stdout"}, taskstream.ID{AllocID: "zzz"})
 	es := s.Entries()
 	require.Len(t, es, 1)
 	assert.Equal(t, "b", es[0].AllocID)

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
 // OptOutKey is the meta key that, set to "false" or "off" at the task,
@@ -137,7 +139,7 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 			}
 		}
 		for _, stream := range Streams {
-			out = append(out, Desired{Target: Target{AllocID: a.ID, Task: task, Stream: stream}, Meta: meta, Terminal: terminal})
+			out = append(out, Desired{Target: taskstream.ID{AllocID: a.ID, Task: task, Stream: stream}, Meta: meta, Terminal: terminal})
 		}
 	}
 	if len(refused) > 0 {

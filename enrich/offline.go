@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
 // LoadAllocations reads a saved `GET /v1/node/<id>/allocations` response:
@@ -128,7 +129,7 @@ func (s *Scanner) Scan() ([]Desired, error) {
 		for _, task := range tasks {
 			for _, stream := range Streams {
 				out = append(out, Desired{
-					Target: Target{AllocID: id, Task: task, Stream: stream},
+					Target: taskstream.ID{AllocID: id, Task: task, Stream: stream},
 					Meta:   Meta{NodeID: node.ID, NodeName: node.Name, Datacenter: node.Datacenter, TaskName: task, AllocID: id},
 				})
 			}

@@ -3,6 +3,8 @@ package enrich
 import (
 	"fmt"
 	"strings"
+
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
 // Stream names as they appear in logmon's file names.
@@ -13,16 +15,6 @@ const (
 
 // Streams lists both streams of a task, in the order they are started.
 var Streams = [2]string{Stdout, Stderr}
-
-// Target identifies one task stream: the files
-// <alloc-dir>/<AllocID>/alloc/logs/<Task>.<Stream>.<N>.
-type Target struct {
-	AllocID string
-	Task    string
-	Stream  string
-}
-
-func (t Target) String() string { return t.AllocID + "/" + t.Task + "." + t.Stream }
 
 // Meta is what an output line says about where it came from. Empty strings
 // and a nil AllocIndex are left out of the output, never sent empty.
@@ -46,7 +38,7 @@ type Meta struct {
 // Desired is one target that discovery wants tailed, with its metadata and
 // whether its allocation has stopped for good (the drain rule starts then).
 type Desired struct {
-	Target   Target
+	Target   taskstream.ID
 	Meta     Meta
 	Terminal bool
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/forward"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
 // The benchmarks here count one op per line, so that allocs/op is
@@ -163,7 +164,7 @@ func BenchmarkPipeline(b *testing.B) {
 	wg.Go(func() { w.Run(context.Background()) })
 	for _, alloc := range allocs {
 		target := enrich.Desired{
-			Target: enrich.Target{AllocID: alloc, Task: "server", Stream: enrich.Stdout},
+			Target: taskstream.ID{AllocID: alloc, Task: "server", Stream: enrich.Stdout},
 			Meta: enrich.Meta{Namespace: "default", NodeID: "c055d2fa-60f1-812e-3b10-5985f6b956c8", NodeName: "vm",
 				Datacenter: "dc1", JobID: "http", JobName: "http", JobType: "service", GroupName: "app", TaskName: "server",
 				AllocID: alloc, AllocName: "http.app[0]"},

@@ -22,6 +22,7 @@ import (
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/forward"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/tailer"
 )
 
@@ -165,7 +166,7 @@ func (h *harness) appendFile(name, content string) {
 
 func target(task, stream string) enrich.Desired {
 	return enrich.Desired{
-		Target: enrich.Target{AllocID: testAlloc, Task: task, Stream: stream},
+		Target: taskstream.ID{AllocID: testAlloc, Task: task, Stream: stream},
 		Meta:   enrich.Meta{AllocID: testAlloc, TaskName: task},
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/forward"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
 // Where a stream with no checkpoint starts.
@@ -20,7 +21,8 @@ const (
 	ReadFromEnd       = "end"
 )
 
-// Output is where streams send their batches (a *forward.Writer).
+// Output is where streams send their batches: the socket writer or the
+// HTTP writer of package forward.
 type Output interface {
 	Free() <-chan *forward.Batch
 	Submit(b *forward.Batch)
@@ -31,10 +33,10 @@ type Output interface {
 // Checkpoint is where streams find and commit their positions (a
 // *checkpoint.Store). It must be safe for concurrent use.
 type Checkpoint interface {
-	Get(checkpoint.Key) (checkpoint.Entry, bool)
+	Get(taskstream.ID) (checkpoint.Entry, bool)
 	Commit(checkpoint.Entry)
 	Entries() []checkpoint.Entry
-	Delete(...checkpoint.Key)
+	Delete(...taskstream.ID)
 }
 
 // Config sets up a Manager.
@@ -109,7 +111,7 @@ type running struct {
 // ends. A target missing from a later snapshot is drained like one whose
 // allocation stopped. Run returns once every stream has stopped.
 func (m *Manager) Run(ctx context.Context, updates <-chan []enrich.Desired) error {
-	streams := make(map[enrich.Target]*running)
+	streams := make(map[taskstream.ID]*running)
 	exited := make(chan *running)
 	var wg sync.WaitGroup
 	defer func() {
@@ -146,8 +148,8 @@ func (m *Manager) Run(ctx context.Context, updates <-chan []enrich.Desired) erro
 	}
 }
 
-func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams map[enrich.Target]*running, exited chan<- *running, wg *sync.WaitGroup) {
-	seen := make(map[enrich.Target]bool, len(snapshot))
+func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams map[taskstream.ID]*running, exited chan<- *running, wg *sync.WaitGroup) {
+	seen := make(map[taskstream.ID]bool, len(snapshot))
 	for _, d := range snapshot {
 		seen[d.Target] = true
 		if r, ok := streams[d.Target]; ok {
@@ -172,7 +174,7 @@ func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams 
 			<-r.done
 			delete(streams, d.Target)
 		}
-		if e, ok := m.cfg.Checkpoint.Get(checkpointKey(d.Target)); ok && e.Finished {
+		if e, ok := m.cfg.Checkpoint.Get(d.Target); ok && e.Finished {
 			if d.Terminal {
 				continue
 			}
@@ -210,12 +212,11 @@ func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams 
 
 // forgetGone deletes the checkpoint entries of streams not running whose
 // alloc dir no longer exists: nothing is left to read or to protect.
-func (m *Manager) forgetGone(streams map[enrich.Target]*running) {
-	var gone []checkpoint.Key
+func (m *Manager) forgetGone(streams map[taskstream.ID]*running) {
+	var gone []taskstream.ID
 	checked := make(map[string]bool)
 	for _, e := range m.cfg.Checkpoint.Entries() {
-		t := enrich.Target{AllocID: e.AllocID, Task: e.Task, Stream: e.Stream}
-		if _, ok := streams[t]; ok {
+		if _, ok := streams[e.Key()]; ok {
 			continue
 		}
 		exists, ok := checked[e.AllocID]
@@ -233,7 +234,7 @@ func (m *Manager) forgetGone(streams map[enrich.Target]*running) {
 	}
 }
 
-func (m *Manager) updateGauges(streams map[enrich.Target]*running) {
+func (m *Manager) updateGauges(streams map[taskstream.ID]*running) {
 	draining := 0
 	for _, r := range streams {
 		if r.s.draining() {
@@ -268,8 +269,4 @@ func (m *Manager) RunOnce(ctx context.Context, targets []enrich.Desired) error {
 func unfinished(e checkpoint.Entry) checkpoint.Entry {
 	e.Finished = false
 	return e
-}
-
-func checkpointKey(t enrich.Target) checkpoint.Key {
-	return checkpoint.Key{AllocID: t.AllocID, Task: t.Task, Stream: t.Stream}
 }

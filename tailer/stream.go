@@ -17,6 +17,7 @@ import (
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/forward"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
 const (
@@ -86,8 +87,7 @@ type pending struct {
 // belong to its goroutine; the others are shared with the output's and the
 // watcher's goroutines, and say so.
 type stream struct {
-	target  enrich.Target
-	key     checkpoint.Key
+	target  taskstream.ID
 	dir     string // log folder relative to the alloc dir
 	cfg     *Config
 	log     *zap.Logger
@@ -149,7 +149,6 @@ type stream struct {
 func newStream(cfg *Config, d enrich.Desired, markFinished bool, readBuf *sync.Pool) *stream {
 	s := &stream{
 		target:       d.Target,
-		key:          checkpointKey(d.Target),
 		dir:          enrich.LogDir(d.Target.AllocID),
 		cfg:          cfg,
 		log:          cfg.Log.With(zap.String("alloc_id", d.Target.AllocID), zap.String("task", d.Target.Task), zap.String("stream", d.Target.Stream)),
@@ -227,7 +226,7 @@ func (s *stream) Failed(b *forward.Batch) {
 
 func (s *stream) entry(p Position, finished bool) checkpoint.Entry {
 	return checkpoint.Entry{
-		AllocID: s.key.AllocID, Task: s.key.Task, Stream: s.key.Stream,
+		AllocID: s.target.AllocID, Task: s.target.Task, Stream: s.target.Stream,
 		FileIndex: p.Index, Offset: p.Offset, Dev: p.Dev, Inode: p.Ino, InLongLine: p.InLongLine, Finished: finished,
 	}
 }
@@ -331,7 +330,7 @@ func (s *stream) onPoll(absDir string) {
 // start positions the stream: at its checkpoint, or where --read-from says.
 func (s *stream) start() error {
 	s.refreshHighest()
-	e, ok := s.cfg.Checkpoint.Get(s.key)
+	e, ok := s.cfg.Checkpoint.Get(s.target)
 	if ok && e.Finished {
 		return errFinished
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/logmon"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/tailer"
 )
 
@@ -287,7 +288,7 @@ func TestReadFromEndStartsAfterTheLastFullLine(t *testing.T) {
 	p := h.daemon(target("web", "stdout"))
 	defer p.stop()
 	require.Eventually(t, func() bool {
-		_, ok := h.store.Get(checkpoint.Key{AllocID: testAlloc, Task: "web", Stream: "stdout"})
+		_, ok := h.store.Get(taskstream.ID{AllocID: testAlloc, Task: "web", Stream: "stdout"})
 		return ok
 	}, 10*time.Second, time.Millisecond)
 	h.appendFile("web.stdout.1", "ly done\nnew\n")
@@ -391,7 +392,7 @@ func TestDrainRetiresAStoppedAllocation(t *testing.T) {
 	got := h.waitLines(2)
 	assert.Equal(t, []string{"one", "last without newline"}, messages(got))
 	require.Eventually(t, func() bool {
-		e, ok := h.store.Get(checkpoint.Key{AllocID: testAlloc, Task: "web", Stream: "stdout"})
+		e, ok := h.store.Get(taskstream.ID{AllocID: testAlloc, Task: "web", Stream: "stdout"})
 		return ok && e.Finished
 	}, 10*time.Second, 5*time.Millisecond)
 }
@@ -532,7 +533,7 @@ func TestFilesUnopenedWhenTheAllocDirGoesAreCounted(t *testing.T) {
 	stopped.Terminal = true
 	p.updates <- []enrich.Desired{stopped}
 	require.Eventually(t, func() bool {
-		e, ok := h.store.Get(checkpoint.Key{AllocID: testAlloc, Task: "web", Stream: "stdout"})
+		e, ok := h.store.Get(taskstream.ID{AllocID: testAlloc, Task: "web", Stream: "stdout"})
 		return ok && e.Finished
 	}, 10*time.Second, 5*time.Millisecond)
 	got := h.out.lines(t)
@@ -564,7 +565,7 @@ func TestARetiredStreamListedAsRunningAgainGoesOn(t *testing.T) {
 	defer p.stop()
 	h.waitLines(1)
 	p.updates <- nil // left out of a listing: drained and retired
-	key := checkpoint.Key{AllocID: testAlloc, Task: "web", Stream: "stdout"}
+	key := taskstream.ID{AllocID: testAlloc, Task: "web", Stream: "stdout"}
 	require.Eventually(t, func() bool { e, ok := h.store.Get(key); return ok && e.Finished }, 10*time.Second, time.Millisecond)
 
 	h.appendFile("web.stdout.0", "two\n")
@@ -591,7 +592,7 @@ func TestALongLineSpanningManyFiles(t *testing.T) {
 	assert.Equal(t, "first", got[0].Message)
 	assert.True(t, got[1].Truncated)
 	assert.Equal(t, int64(6), got[1].Offset)
-	key := checkpoint.Key{AllocID: testAlloc, Task: "web", Stream: "stdout"}
+	key := taskstream.ID{AllocID: testAlloc, Task: "web", Stream: "stdout"}
 	require.Eventually(t, func() bool {
 		e, ok := h.store.Get(key)
 		return ok && e.FileIndex == tailer.MaxOpenFiles+4 && e.InLongLine

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/tailer"
 )
 
@@ -120,7 +121,7 @@ func offsetsForget(w io.Writer, path string, allocIDs []string) error {
 	for _, id := range allocIDs {
 		want[id] = true
 	}
-	var keys []checkpoint.Key
+	var keys []taskstream.ID
 	for _, e := range store.Entries() {
 		if want[e.AllocID] {
 			keys = append(keys, e.Key())
