@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 		"NOMAD_SKIP_VERIFY", "NOMAD_TLS_SERVER_NAME"} {
 		os.Unsetenv(k)
 	}
-	os.Exit(m.Run())
+	os.Exit(e2e.Main(m))
 }
 
 const (

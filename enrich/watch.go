@@ -200,18 +200,7 @@ func (w *Watcher) Snapshot(ctx context.Context, attempts int) ([]Desired, error)
 
 // pace waits until the next request may start; false means ctx ended.
 func (w *Watcher) pace(ctx context.Context) bool {
-	d := time.Until(w.notBefore)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return backoff.Sleep(ctx, time.Until(w.notBefore))
 }
 
 // ensureNode learns this node's ID (unless given) and its name and

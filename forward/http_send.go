@@ -232,10 +232,8 @@ func (w *HTTPWriter) deliver(ctx context.Context, c chunk) (outcome, []chunk) {
 		default:
 			w.cfg.Log.Warn("HTTP request not confirmed; retrying, nothing is lost", fields...)
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, wait) {
 			return outcomeStopped, nil
-		case <-time.After(wait):
 		}
 	}
 }

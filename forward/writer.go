@@ -164,7 +164,7 @@ func (w *Writer) Run(ctx context.Context) error {
 			wait := retry.Next()
 			w.cfg.Log.Warn("cannot connect to output; streams wait, nothing is lost",
 				zap.Stringer("output", w.cfg.Output), zap.Error(err), zap.Duration("retry_in", wait))
-			if !sleep(ctx, wait) {
+			if !backoff.Sleep(ctx, wait) {
 				w.failAll(group)
 				return nil
 			}
@@ -191,7 +191,7 @@ func (w *Writer) Run(ctx context.Context) error {
 				w.cfg.Log.Warn("write to output failed; resending from the last commit",
 					zap.Stringer("output", w.cfg.Output), zap.Error(err), zap.Duration("retry_in", wait))
 			}
-			if !sleep(ctx, wait) {
+			if !backoff.Sleep(ctx, wait) {
 				return nil
 			}
 			continue
@@ -319,19 +319,6 @@ func writeTarget(c io.WriteCloser) io.Writer {
 		return nc.NetConn()
 	}
 	return c
-}
-
-// sleep waits d, or less when ctx ends first; it reports whether it
-// waited the whole time.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func setDeadline(c io.WriteCloser) {

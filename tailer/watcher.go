@@ -45,7 +45,8 @@ type Watcher struct {
 	stop    int // eventfd that interrupts Run's wait
 	log     *zap.Logger
 
-	// dead is closed, readable without the lock (streams ask often).
+	// dead: the watcher stopped and delivers no more events. An atomic,
+	// so that streams, which ask at every poll, need not take mu.
 	dead atomic.Bool
 
 	mu     sync.Mutex

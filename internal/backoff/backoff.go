@@ -3,6 +3,7 @@
 package backoff
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -27,3 +28,19 @@ func (b *Backoff) Next() time.Duration {
 
 // Reset starts over at Min, after a success.
 func (b *Backoff) Reset() { b.cur = 0 }
+
+// Sleep waits d, or less when ctx ends first; it reports whether it waited
+// the whole time (false: ctx ended).
+func Sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,6 +1,7 @@
 package backoff
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -21,4 +22,18 @@ func TestDoublesWithJitterUpToItsCap(t *testing.T) {
 		b.Reset()
 		assert.LessOrEqual(t, b.Next(), 100*time.Millisecond, "a success starts over")
 	}
+}
+
+func TestSleepWaitsOrStopsWithItsContext(t *testing.T) {
+	start := time.Now()
+	assert.True(t, Sleep(context.Background(), 20*time.Millisecond), "a whole wait")
+	assert.GreaterOrEqual(t, time.Since(start), 20*time.Millisecond)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start = time.Now()
+	assert.False(t, Sleep(ctx, time.Hour), "an ended context cuts the wait short")
+	assert.Less(t, time.Since(start), time.Minute)
+	assert.False(t, Sleep(ctx, 0), "no wait at all still reports the ended context")
+	assert.True(t, Sleep(context.Background(), 0))
 }

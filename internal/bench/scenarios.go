@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/backoff"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/logmon"
 )
 
@@ -376,14 +377,10 @@ func cpuOver(ctx context.Context, pid int, d time.Duration) (cpu, elapsed time.D
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	if !backoff.Sleep(ctx, d) {
 		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
+	return nil
 }
 
 // httpOutput: the throughput scenario's data, `run --offline --once` to an

@@ -53,6 +53,22 @@ func Build(t testing.TB, pkg string) string {
 	return r.path
 }
 
+// Main runs a package's tests and then removes the binaries Build made, so
+// that no build folder is left in $TMPDIR. A package whose tests use Build
+// or Binary calls it from TestMain: os.Exit(e2e.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	for pkg, r := range built {
+		if r.path != "" {
+			os.RemoveAll(filepath.Dir(r.path))
+		}
+		delete(built, pkg)
+	}
+	return code
+}
+
 func build(pkg string) *buildResult {
 	dir, err := os.MkdirTemp("", "nlf-bin-")
 	if err != nil {
@@ -68,6 +84,7 @@ func build(pkg string) *buildResult {
 	cmd := exec.Command("go", "build", "-o", path, pkg)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
 		return &buildResult{err: fmt.Errorf("go build %s: %v\n%s", pkg, err, out)}
 	}
 	return &buildResult{path: path}
