@@ -84,6 +84,10 @@ func (r *Root) OpenFile(rel string) (*os.File, error) {
 		unix.Close(fd)
 		return nil, &RefusedError{Path: r.Join(rel), Reason: "not a regular file (" + modeName(st.Mode) + ")"}
 	}
+	if st.Nlink > 1 {
+		unix.Close(fd)
+		return nil, hardLinked(r.Join(rel), st.Nlink)
+	}
 	// O_NOATIME as well: reading a file just written would otherwise
 	// update its access time, an inode write per read (6% of the daemon's
 	// CPU with a thousand busy streams). Only the file's owner or root may
@@ -153,6 +157,9 @@ func SizeIn(dir *os.File, name string) (int64, error) {
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
+		if st.Nlink > 1 {
+			return 0, hardLinked(path, st.Nlink)
+		}
 		return st.Size, nil
 	case unix.S_IFLNK:
 		buf := make([]byte, 4096)
@@ -163,6 +170,15 @@ func SizeIn(dir *os.File, name string) (int64, error) {
 		return 0, &RefusedError{Path: path, Reason: "symlink", Target: string(buf[:n])}
 	}
 	return 0, &RefusedError{Path: path, Reason: "not a regular file (" + modeName(st.Mode) + ")"}
+}
+
+// hardLinked refuses a regular file with more than one name. logmon creates
+// each log file once and never links it; a second name means someone
+// linked a file in from elsewhere on the filesystem (as root the daemon
+// could read any file a task managed to link, such as a root-only secret
+// where fs.protected_hardlinks is 0).
+func hardLinked(path string, links uint64) error {
+	return &RefusedError{Path: path, Reason: fmt.Sprintf("a regular file with %d hard links (logmon's files have one)", links)}
 }
 
 // Exists reports whether rel names something below the root, without

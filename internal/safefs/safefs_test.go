@@ -201,3 +201,28 @@ func TestSizeLooksWithoutOpeningAndRefusesWhatOpenFileRefuses(t *testing.T) {
 		assert.False(t, IsRefused(err) || errors.Is(err, fs.ErrNotExist), "a name with a slash is not even looked at: %v", err)
 	})
 }
+
+// A file a task hard-linked into its log folder can be any file of the
+// filesystem (as root, a secret when fs.protected_hardlinks is 0): a
+// second name is refused, when opened and when measured.
+func TestRefusesHardLinkedFiles(t *testing.T) {
+	both(t, func(t *testing.T, r *Root) {
+		outside := t.TempDir()
+		secret := filepath.Join(outside, "secret")
+		require.NoError(t, os.WriteFile(secret, []byte("SECRET\n"), 0o600))
+		require.NoError(t, os.Link(secret, filepath.Join(r.Path(), "a/alloc/logs/web.stderr.0")))
+
+		_, err := r.OpenFile("a/alloc/logs/web.stderr.0")
+		var refused *RefusedError
+		require.ErrorAs(t, err, &refused)
+		assert.Contains(t, refused.Reason, "2 hard links")
+		assert.NotContains(t, err.Error(), "SECRET")
+
+		_, err = r.Size("a/alloc/logs/web.stderr.0")
+		assert.True(t, IsRefused(err), "Size refuses it too: %v", err)
+
+		f, err := r.OpenFile("a/alloc/logs/web.stdout.0")
+		require.NoError(t, err, "a file with one name is read")
+		f.Close()
+	})
+}
