@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/logmon"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/scenario"
-	"github.com/nomad-log-forwarder/nomad-log-forwarder/tailer"
 )
 
 // fileAccount is what became of the lines of one stream, file by file.
@@ -162,7 +162,10 @@ func TestGCWhileDraining(t *testing.T) {
 	allocID := out.Spec.AllocID
 	logDir := filepath.Join(w.allocDir, allocID, "alloc", "logs")
 	w.recv.Pause()
-	p := w.startDaemon()
+	// The stream holds all it may (the other stream holds one): the
+	// daemon must be behind by more than that for files to go unread.
+	const maxHeld = 16
+	p := w.startDaemon("--max-held-files", strconv.Itoa(maxHeld+1))
 	for out.Index() < files-1 {
 		require.NoError(t, out.WriteEach(500))
 	}
@@ -181,7 +184,7 @@ func TestGCWhileDraining(t *testing.T) {
 	var atGC []string
 	waitFor(t, 30*time.Second, "the stream to hold as many files as it may", func() bool {
 		atGC = held()
-		return len(atGC) == tailer.MaxOpenFiles
+		return len(atGC) == maxHeld
 	})
 
 	require.True(t, w.api.SetClientStatus(allocID, api.AllocClientStatusComplete))

@@ -92,14 +92,14 @@ func TestHostileAPI(t *testing.T) {
 	watch := canaries(t, w.dir,
 		"outside/alloc/logs/evil.stdout.0", "outside/alloc/logs/evil.stderr.0", "outside/alloc/logs/app.stdout.0")
 	hostile := []*api.Allocation{
-		allocation(w.template, "../outside", 10, "evil"),
-		allocation(w.template, "x/../../outside", 11, "app"),
-		allocation(w.template, "nul\x00../../outside", 12, "app"),
-		allocation(w.template, "..", 13, "app"),
+		allocation(w.template, "../outside", 10, w.logmon, "evil"),
+		allocation(w.template, "x/../../outside", 11, w.logmon, "app"),
+		allocation(w.template, "nul\x00../../outside", 12, w.logmon, "app"),
+		allocation(w.template, "..", 13, w.logmon, "app"),
 		// A good ID with one hostile task: the good task is tailed.
-		allocation(w.template, "dddddddd-0000-4000-8000-000000000014", 14, "../../../../outside/alloc/logs/evil", "ok"),
-		allocation(w.template, "dddddddd-0000-4000-8000-000000000015", 15, "/abs/../../../outside/alloc/logs/evil"),
-		allocation(w.template, "dddddddd-0000-4000-8000-000000000016", 16, "evil\x00"),
+		allocation(w.template, "dddddddd-0000-4000-8000-000000000014", 14, w.logmon, "../../../../outside/alloc/logs/evil", "ok"),
+		allocation(w.template, "dddddddd-0000-4000-8000-000000000015", 15, w.logmon, "/abs/../../../outside/alloc/logs/evil"),
+		allocation(w.template, "dddddddd-0000-4000-8000-000000000016", 16, w.logmon, "evil\x00"),
 	}
 	w.api.Put(hostile...)
 	feeder := feed(w.streams, 200)
@@ -215,7 +215,7 @@ func TestHostileFiles(t *testing.T) {
 		default:
 			c.setup(logDir(c.id))
 		}
-		w.api.Put(allocation(w.template, c.id, 0, c.task))
+		w.api.Put(allocation(w.template, c.id, 0, w.logmon, c.task))
 	}
 	// A stream written through logmon as usual, alongside.
 	normal := w.addStreams(specs("ok", 2)...)

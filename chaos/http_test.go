@@ -16,7 +16,7 @@ import (
 func httpConfig(t *testing.T, events int) scenario.HTTPConfig {
 	t.Helper()
 	srv, template := newAPI(t, fakenomad.Options{})
-	srv.Put(allocations(template, scenario.DefaultStreams)...)
+	srv.Put(allocations(template, scenario.HTTPLogmon, scenario.DefaultStreams)...)
 	return scenario.HTTPConfig{Events: events, NomadAddr: srv.URL(), NodeID: srv.NodeID()}
 }
 

@@ -76,7 +76,7 @@ func TestBadInput(t *testing.T) {
 	w := newWorld(t, worldConfig{streams: specs("ok", 2), logmon: logmon.Options{MaxFiles: 50, FileSize: 1 << 20}})
 	const badAlloc = "bad00000-0000-4000-8000-000000000001"
 	tasks := []string{"weird", "binary", "empty", "partial"}
-	w.api.Put(allocation(w.template, badAlloc, 7, tasks...))
+	w.api.Put(allocation(w.template, badAlloc, 7, w.logmon, tasks...))
 	dir := w.allocDir + "/" + badAlloc + "/alloc/logs"
 	content := map[string][]byte{}
 	for _, task := range tasks {

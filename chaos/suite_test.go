@@ -129,8 +129,9 @@ func newAPI(t *testing.T, o fakenomad.Options) (*fakenomad.Server, *api.Allocati
 }
 
 // allocation is a running allocation like the template, with another ID
-// and the given tasks.
-func allocation(template *api.Allocation, id string, index int, tasks ...string) *api.Allocation {
+// and the given tasks, whose logs block says what the logmon imitation
+// does.
+func allocation(template *api.Allocation, id string, index int, lm logmon.Options, tasks ...string) *api.Allocation {
 	raw, err := json.Marshal(template)
 	if err != nil {
 		panic(err)
@@ -149,9 +150,14 @@ func allocation(template *api.Allocation, id string, index int, tasks ...string)
 	proto, state := group.Tasks[0], a.TaskStates["server"]
 	group.Tasks = nil
 	a.TaskStates = map[string]*api.TaskState{}
+	maxFiles, sizeMB := lm.MaxFiles, int((lm.FileSize+(1<<20)-1)>>20)
+	if maxFiles <= 0 {
+		maxFiles = 10
+	}
 	for _, name := range tasks {
 		task := *proto
 		task.Name = name
+		task.LogConfig = &api.LogConfig{MaxFiles: &maxFiles, MaxFileSizeMB: &sizeMB, Disabled: new(bool)}
 		group.Tasks = append(group.Tasks, &task)
 		s := *state
 		a.TaskStates[name] = &s
@@ -161,7 +167,7 @@ func allocation(template *api.Allocation, id string, index int, tasks ...string)
 
 // allocations makes one running allocation per alloc ID of specs, with the
 // tasks the specs name.
-func allocations(template *api.Allocation, specs []scenario.StreamSpec) []*api.Allocation {
+func allocations(template *api.Allocation, lm logmon.Options, specs []scenario.StreamSpec) []*api.Allocation {
 	var order []string
 	tasks := map[string][]string{}
 	for _, s := range specs {
@@ -174,7 +180,7 @@ func allocations(template *api.Allocation, specs []scenario.StreamSpec) []*api.A
 	}
 	out := make([]*api.Allocation, 0, len(order))
 	for i, id := range order {
-		out = append(out, allocation(template, id, i, tasks[id]...))
+		out = append(out, allocation(template, id, i, lm, tasks[id]...))
 	}
 	return out
 }
@@ -205,7 +211,7 @@ func (w *world) addStreams(specs ...scenario.StreamSpec) []*scenario.Stream {
 	}
 	w.streams = append(w.streams, streams...)
 	w.tally.AddStreams(streams...)
-	w.api.Put(allocations(w.template, specs)...)
+	w.api.Put(allocations(w.template, w.logmon, specs)...)
 	return streams
 }
 

@@ -94,10 +94,12 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 	}
 	names := make([]string, 0, len(tasks))
 	taskMeta := make(map[string]map[string]string, len(tasks))
+	logConfig := make(map[string]*api.LogConfig, len(tasks))
 	for _, t := range tasks {
 		if t != nil {
 			names = append(names, t.Name)
 			taskMeta[t.Name] = t.Meta
+			logConfig[t.Name] = t.LogConfig
 		}
 	}
 	for name := range a.TaskStates {
@@ -139,13 +141,24 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 			}
 		}
 		for _, stream := range Streams {
-			out = append(out, Desired{Target: taskstream.ID{AllocID: a.ID, Task: task, Stream: stream}, Meta: meta, Terminal: terminal})
+			d := Desired{Target: taskstream.ID{AllocID: a.ID, Task: task, Stream: stream}, Meta: meta, Terminal: terminal}
+			if lc := logConfig[task]; lc != nil {
+				d.MaxFiles, d.MaxFileSizeMB = deref(lc.MaxFiles), deref(lc.MaxFileSizeMB)
+			}
+			out = append(out, d)
 		}
 	}
 	if len(refused) > 0 {
 		return out, fmt.Errorf("allocation %s: refusing task names: %s", a.ID, strings.Join(refused, "; "))
 	}
 	return out, nil
+}
+
+func deref(p *int) int {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
 
 func nearest(levels []map[string]string, key string) (string, bool) {

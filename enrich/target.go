@@ -41,6 +41,10 @@ type Desired struct {
 	Target   taskstream.ID
 	Meta     Meta
 	Terminal bool
+	// MaxFiles and MaxFileSizeMB are the task's LogConfig (0 when
+	// unknown): logmon keeps at most MaxFiles files of MaxFileSizeMB MiB
+	// per stream, its retention.
+	MaxFiles, MaxFileSizeMB int
 }
 
 // ValidPathComponent reports why s cannot be used as one component of a

@@ -7,18 +7,28 @@
 // enrich's pre-rendered metadata into batches, and hands the batches to the
 // output. It never writes to the network.
 //
-// One goroutine per stream owns that stream's files and positions. The
-// output reports each batch back (Written or Failed); a Written batch's
-// position is committed, a Failed one makes the stream rewind to its last
-// commit, so nothing read is lost and the checkpoint only ever holds
-// positions the output confirmed.
+// Who owns what:
 //
-// Bounds: a stream holds at most MaxOpenFiles descriptors (the file being
-// read, files kept for uncommitted lines, and files opened ahead); memory
-// is bounded by the output's batch buffers and one read buffer per stream
+//	Manager.Run goroutine  the set of streams, their start and retirement, job series
+//	stream goroutine       loop and lifecycle (stream.go); its files: open files, next
+//	                       index, gaps and refusals (files.go); its lines (framer.go);
+//	                       its window: batch, in-flight slots, epochs, commit (window.go)
+//	output goroutine       Written/Failed: commits the batch's position, then acks
+//	Watcher.Run goroutine  inotify; tells streams through their notices (notices.go)
+//	Budget (mutex)         the descriptors and purged bytes all streams hold
+//
+// An ack becomes a commit in window.Written, on the output's goroutine,
+// before the stream hears of it (commit before ack); a failed batch is a
+// verdict (rewind to the commit) that the stream applies at the top of
+// its pump, the one place the reader moves back.
+//
+// Bounds: the files all streams hold are bounded by a Budget
+// (--max-held-files, --max-held-bytes); a stream never follows an index
+// beyond the last one it reached plus the task's max_files; memory is
+// bounded by the output's batch buffers and one read buffer per stream
 // that is actively reading.
 //
-// Wake-ups come from one inotify instance per process (one watch per alloc
-// logs folder), which the Watcher reads in rounds of 25 ms rather than per
-// event; a slow poll per stream is only the safety net.
+// Wake-ups come from the Watcher: creations and deletions at once, writes
+// in rounds of 25 ms; a slow poll per stream is only the safety net, and
+// a folder's streams share one listing of it.
 package tailer

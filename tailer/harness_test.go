@@ -28,6 +28,10 @@ import (
 
 const testAlloc = "11111111-2222-3333-4444-555555555555"
 
+// heldFiles is the harness's --max-held-files: small, so that tests can
+// fill it.
+const heldFiles = 16
+
 // received is one line as the receiver saw it.
 type received struct {
 	Message   string `json:"message"`
@@ -178,6 +182,7 @@ type pipeline struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	writer  *forward.Writer
+	output  *tailer.OutputRun
 	mgr     *tailer.Manager
 	updates chan []enrich.Desired
 	wg      sync.WaitGroup
@@ -199,9 +204,9 @@ func (h *harness) start() *pipeline {
 	ctx, cancel := context.WithCancel(h.t.Context())
 	p := &pipeline{h: h, ctx: ctx, cancel: cancel, updates: make(chan []enrich.Desired), mgrDone: make(chan struct{})}
 	p.writer = forward.New(forward.Config{Output: h.out, Log: log, BatchBytes: 4 << 10, Buffers: 8, MaxBackoff: 20 * time.Millisecond})
-	watcher, err := tailer.NewWatcher(log)
+	watcher, err := tailer.NewWatcher(log, 0)
 	require.NoError(h.t, err)
-	p.wg.Go(func() { p.writer.Run(context.Background()) })
+	p.output = tailer.StartOutput(p.writer, nil)
 	watcherCtx, stopWatcher := context.WithCancel(ctx)
 	watcherDone := make(chan struct{})
 	p.stopWatcher = func() { stopWatcher(); <-watcherDone }
@@ -209,6 +214,7 @@ func (h *harness) start() *pipeline {
 	p.mgr = tailer.NewManager(tailer.Config{
 		Root: h.root, Output: p.writer, Checkpoint: store, Watcher: watcher, MaxLineBytes: h.maxLine, ReadFrom: h.readFrom,
 		DrainDelay: h.drainDelay, Log: log, Metrics: h.metrics, PollInterval: h.poll,
+		Budget: tailer.NewBudget(heldFiles, 0, h.metrics.HeldFiles, h.metrics.HeldBytes),
 	})
 	return p
 }
@@ -247,9 +253,8 @@ func (h *harness) daemon(targets ...enrich.Desired) *pipeline {
 func (p *pipeline) stop() {
 	p.cancel()
 	<-p.mgrDone
-	p.writer.Close()
+	require.NoError(p.h.t, p.output.Shutdown(10*time.Second, p.h.store))
 	p.wg.Wait()
-	require.NoError(p.h.t, p.h.store.Save())
 }
 
 // waitLines waits until the output holds at least n lines.

@@ -45,7 +45,10 @@ type Config struct {
 	Output     Output
 	Checkpoint Checkpoint
 	// Watcher supplies wake-ups; nil means every stream polls.
-	Watcher      *Watcher
+	Watcher *Watcher
+	// Budget bounds the files all streams hold open (default: NewBudget
+	// with its defaults, reporting to Metrics).
+	Budget       *Budget
 	ReadFrom     string
 	MaxLineBytes int
 	// DrainDelay is how long a stopped allocation's stream must see no new
@@ -56,6 +59,9 @@ type Config struct {
 	// (default 250ms).
 	PollInterval         time.Duration
 	FallbackPollInterval time.Duration
+	// LagCheckInterval is how often the lag of every stream is measured
+	// for the retention warnings (default 30s), besides every scrape.
+	LagCheckInterval time.Duration
 	Log                  *zap.Logger
 	Metrics              *Metrics
 }
@@ -73,11 +79,17 @@ func (c *Config) setDefaults() {
 	if c.FallbackPollInterval <= 0 {
 		c.FallbackPollInterval = 250 * time.Millisecond
 	}
+	if c.LagCheckInterval <= 0 {
+		c.LagCheckInterval = 30 * time.Second
+	}
 	if c.Log == nil {
 		c.Log = zap.NewNop()
 	}
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics(nil)
+	}
+	if c.Budget == nil {
+		c.Budget = NewBudget(0, 0, c.Metrics.HeldFiles, c.Metrics.HeldBytes)
 	}
 }
 
@@ -86,12 +98,17 @@ func (c *Config) setDefaults() {
 type Manager struct {
 	cfg     Config
 	readBuf sync.Pool
+	lag     *lagMonitor
+
+	// jobs counts the streams of each namespace and job, so that a job's
+	// metric series go with its last stream. Owned by Run's goroutine.
+	jobs map[jobLabels]int
 }
 
 // NewManager makes a Manager.
 func NewManager(cfg Config) *Manager {
 	cfg.setDefaults()
-	m := &Manager{cfg: cfg}
+	m := &Manager{cfg: cfg, lag: newLagMonitor(cfg.Root, cfg.Checkpoint), jobs: make(map[jobLabels]int)}
 	m.readBuf.New = func() any {
 		b := make([]byte, readChunk)
 		return &b
@@ -126,15 +143,22 @@ func (m *Manager) Run(ctx context.Context, updates <-chan []enrich.Desired) erro
 		wg.Wait()
 		close(exited)
 	}()
+	// The lag is measured at every scrape; this measures it for the
+	// warnings on a node that nobody scrapes.
+	lagCheck := time.NewTicker(m.cfg.LagCheckInterval)
+	defer lagCheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-lagCheck.C:
+			m.lag.measure()
 		case r := <-exited:
-			if streams[r.s.target] == r { // not a newer stream of the same target
-				delete(streams, r.s.target)
+			if streams[r.s.id] == r { // not a newer stream of the same target
+				delete(streams, r.s.id)
 			}
 			r.cancel()
+			m.untrack(r.s)
 			m.updateGauges(streams)
 		case snapshot, ok := <-updates:
 			if !ok {
@@ -174,6 +198,7 @@ func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams 
 			<-r.done
 			delete(streams, d.Target)
 		}
+		reopen := false
 		if e, ok := m.cfg.Checkpoint.Get(d.Target); ok && e.Finished {
 			if d.Terminal {
 				continue
@@ -182,9 +207,11 @@ func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams 
 			// but it runs: take it up again where it stopped.
 			m.cfg.Log.Warn("reopening a stream marked finished: its allocation is listed as running",
 				zap.String("alloc_id", d.Target.AllocID), zap.String("task", d.Target.Task), zap.String("stream", d.Target.Stream))
-			m.cfg.Checkpoint.Commit(unfinished(e))
+			reopen = true
 		}
 		s := newStream(&m.cfg, d, true, &m.readBuf)
+		s.reopen = reopen
+		m.track(s, d)
 		sctx, cancel := context.WithCancel(ctx)
 		r := &running{s: s, cancel: cancel, done: make(chan struct{})}
 		streams[d.Target] = r
@@ -266,7 +293,27 @@ func (m *Manager) RunOnce(ctx context.Context, targets []enrich.Desired) error {
 	return ctx.Err()
 }
 
-func unfinished(e checkpoint.Entry) checkpoint.Entry {
-	e.Finished = false
-	return e
+
+// track registers a started stream for the lag metrics and its job's
+// series.
+func (m *Manager) track(s *stream, d enrich.Desired) {
+	labels := jobOf(d.Meta)
+	m.jobs[labels]++
+	m.lag.add(&liveStream{
+		id: s.id, namespace: labels.namespace, job: labels.job,
+		retention: int64(d.MaxFiles) * int64(d.MaxFileSizeMB) << 20,
+		log:       s.log, heldPurged: func() int64 { return m.cfg.Budget.purgedBytes(s.files.hold) },
+	})
+	s.jobLabels = labels
+}
+
+// untrack undoes track once the stream's goroutine is gone; a job's
+// series are deleted with its last stream, so that dispatched and
+// periodic children, each a job of its own, do not pile up series.
+func (m *Manager) untrack(s *stream) {
+	m.lag.remove(s.id)
+	if m.jobs[s.jobLabels]--; m.jobs[s.jobLabels] <= 0 {
+		delete(m.jobs, s.jobLabels)
+		m.cfg.Metrics.forgetJob(s.jobLabels)
+	}
 }

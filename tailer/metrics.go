@@ -18,6 +18,10 @@ type Metrics struct {
 	FilesSkipped   prometheus.Counter
 	FilesTruncated prometheus.Counter
 	FilesRefused   prometheus.Counter
+	FilesDropped   prometheus.Counter
+	BytesRefused   prometheus.Counter
+	HeldFiles      prometheus.Gauge
+	HeldBytes      prometheus.Gauge
 	TargetsActive  prometheus.Gauge
 	TargetsDrain   prometheus.Gauge
 }
@@ -41,7 +45,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		FilesTruncated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nlf_files_truncated_total", Help: "Log files found shorter than the read offset and read again from the start."}),
 		FilesRefused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nlf_files_refused_total", Help: "Symlinks and non-regular files found where log files or folders should be, never read."}),
+			Name: "nlf_files_refused_total", Help: "Symlinks, hard-linked and non-regular files found where log files or folders should be, never read."}),
+		FilesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nlf_files_dropped_total", Help: "Purged log files the daemon held but gave up before reading them to their end, because --max-held-files or --max-held-bytes was reached: their unread lines are lost."}),
+		BytesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nlf_bytes_refused_total", Help: "Bytes of log files never read: holes of sparse files (logmon never writes one)."}),
+		HeldFiles: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nlf_held_files", Help: "Log files the daemon holds open (bounded by --max-held-files)."}),
+		HeldBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nlf_held_bytes", Help: "Bytes in log files the daemon holds open that are no longer in their folder (purged by logmon): disk space only the daemon keeps in use (bounded by --max-held-bytes)."}),
 		TargetsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nlf_targets_active", Help: "Task streams being tailed."}),
 		TargetsDrain: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -49,7 +61,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.LinesRead, m.BytesRead, m.LinesForwarded, m.BytesForwarded, m.LinesTruncated,
-			m.FilesSkipped, m.FilesTruncated, m.FilesRefused, m.TargetsActive, m.TargetsDrain)
+			m.FilesSkipped, m.FilesTruncated, m.FilesRefused, m.FilesDropped, m.BytesRefused, m.HeldFiles, m.HeldBytes,
+			m.TargetsActive, m.TargetsDrain)
 	}
 	return m
 }
@@ -58,22 +71,39 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 type streamMetrics struct {
 	linesRead, bytesRead, linesForwarded, bytesForwarded prometheus.Counter
 	linesTruncated, filesSkipped, filesTruncated         prometheus.Counter
-	filesRefused                                         prometheus.Counter
+	filesRefused, filesDropped, bytesRefused             prometheus.Counter
 }
 
-func (m *Metrics) forStream(meta enrich.Meta) streamMetrics {
+// jobLabels are the labels of a job's series.
+type jobLabels struct{ namespace, job string }
+
+func jobOf(meta enrich.Meta) jobLabels {
 	job := meta.JobName
 	if job == "" {
 		job = meta.JobID
 	}
-	return streamMetrics{
-		linesRead:      m.LinesRead.WithLabelValues(meta.Namespace, job),
-		bytesRead:      m.BytesRead.WithLabelValues(meta.Namespace, job),
-		linesForwarded: m.LinesForwarded.WithLabelValues(meta.Namespace, job),
-		bytesForwarded: m.BytesForwarded.WithLabelValues(meta.Namespace, job),
+	return jobLabels{meta.Namespace, job}
+}
+
+// forgetJob deletes a job's series, once it has no stream left.
+func (m *Metrics) forgetJob(l jobLabels) {
+	for _, v := range []*prometheus.CounterVec{m.LinesRead, m.BytesRead, m.LinesForwarded, m.BytesForwarded} {
+		v.DeleteLabelValues(l.namespace, l.job)
+	}
+}
+
+func (m *Metrics) forStream(meta enrich.Meta) *streamMetrics {
+	l := jobOf(meta)
+	return &streamMetrics{
+		linesRead:      m.LinesRead.WithLabelValues(l.namespace, l.job),
+		bytesRead:      m.BytesRead.WithLabelValues(l.namespace, l.job),
+		linesForwarded: m.LinesForwarded.WithLabelValues(l.namespace, l.job),
+		bytesForwarded: m.BytesForwarded.WithLabelValues(l.namespace, l.job),
 		linesTruncated: m.LinesTruncated,
 		filesSkipped:   m.FilesSkipped,
 		filesTruncated: m.FilesTruncated,
 		filesRefused:   m.FilesRefused,
+		filesDropped:   m.FilesDropped,
+		bytesRefused:   m.BytesRefused,
 	}
 }

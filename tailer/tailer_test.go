@@ -221,38 +221,76 @@ func TestFilePurgedBeforeOpenIsCountedAndSkipped(t *testing.T) {
 	assert.Equal(t, 1, h.logs.FilterMessageSnippet("purged before it could be opened").Len())
 }
 
-// A file with a far higher index dropped into the folder (0777: anyone can)
+// A file with a higher index dropped into the folder (0777: anyone can)
 // is not a logmon rotation: the stream does not skip the real files.
-func TestAStrayHighIndexDoesNotMakeTheStreamSkip(t *testing.T) {
+func TestAStrayHigherIndexDoesNotMakeTheStreamSkip(t *testing.T) {
 	h := newHarness(t)
 	h.writeFile("web.stdout.0", "a\n")
 	p := h.daemon(target("web", "stdout"))
 	defer p.stop()
 	h.waitLines(1)
-	h.writeFile("web.stdout.999999999999999999", "stray\n")
+	h.writeFile("web.stdout.5", "stray\n")
 	require.Eventually(t, func() bool { return h.logs.FilterMessageSnippet("not logmon's rotation").Len() == 1 }, 10*time.Second, time.Millisecond)
 	h.writeFile("web.stdout.1", "b\n")
 	h.writeFile("web.stdout.2", "c\n")
 	got := h.waitLines(3)
-	assert.Equal(t, []string{"a", "b", "c"}, messages(got))
+	assert.Equal(t, []string{"a", "b", "c"}, messages(got[:3]))
 	assert.Equal(t, 0.0, testutil.ToFloat64(h.metrics.FilesSkipped))
 	assert.Equal(t, 0, h.logs.FilterMessageSnippet("purged before").Len())
 	assert.Equal(t, 1, h.logs.FilterMessageSnippet("not logmon's rotation").Len(), "said once")
 }
 
-// Even when a gap is real, an absurd one costs a bounded number of
-// warnings, not one per missing index.
-func TestAHugeGapIsLoggedBounded(t *testing.T) {
+// Issue 16, item 1: anyone may write a far index into alloc/logs (0777)
+// and delete the current file. The stream must not jump to it: the real
+// rotations are shipped, the far file is logged once and ignored, no gap
+// is counted, and the checkpoint never holds an index that rotation did
+// not reach, so a restart goes on with the real files too.
+func TestAPlantedFarIndexCannotSilenceTheStream(t *testing.T) {
 	h := newHarness(t)
 	h.writeFile("web.stdout.0", "a\n")
 	p := h.daemon(target("web", "stdout"))
-	defer p.stop()
 	h.waitLines(1)
 	require.NoError(t, os.Remove(filepath.Join(h.logDir(), "web.stdout.0")))
-	h.writeFile("web.stdout.1000000000", "far\n")
-	got := h.waitLines(2)
-	assert.Equal(t, []string{"a", "far"}, messages(got))
-	assert.Equal(t, 999999999.0, testutil.ToFloat64(h.metrics.FilesSkipped))
+	h.writeFile("web.stdout.999999999999999999", "planted\n")
+	require.Eventually(t, func() bool { return h.logs.FilterMessageSnippet("ignoring a log file whose index is beyond").Len() == 1 },
+		10*time.Second, time.Millisecond)
+	for i := 1; i <= 4; i++ {
+		h.writeFile(fmt.Sprintf("web.stdout.%d", i), fmt.Sprintf("real %d\n", i))
+	}
+	got := h.waitLines(5)
+	assert.Equal(t, []string{"a", "real 1", "real 2", "real 3", "real 4"}, messages(got))
+	assert.Equal(t, 0.0, testutil.ToFloat64(h.metrics.FilesSkipped), "no gap: nothing real was skipped")
+	key := taskstream.ID{AllocID: testAlloc, Task: "web", Stream: "stdout"}
+	require.Eventually(t, func() bool { e, _ := h.store.Get(key); return e.FileIndex == 4 }, 10*time.Second, time.Millisecond)
+	p.stop()
+	e, _ := h.store.Get(key)
+	assert.Equal(t, int64(4), e.FileIndex, "the planted index is never persisted")
+	lag, err := tailer.LagBytes(h.root, e)
+	require.NoError(t, err)
+	assert.Zero(t, lag, "lag counts the real files not read, not the planted one")
+
+	// After a restart the stream goes on with the real files.
+	h.writeFile("web.stdout.5", "real 5\n")
+	h.out = newMemOutput()
+	p = h.daemon(target("web", "stdout"))
+	defer p.stop()
+	assert.Equal(t, []string{"real 5"}, messages(h.waitLines(1)))
+	assert.Equal(t, 1, h.logs.FilterMessageSnippet("ignoring a log file whose index is beyond").Len(), "logged once per run")
+	assert.Zero(t, h.logs.FilterMessageSnippet("purged before").Len())
+}
+
+// A gap that is real (the daemon was down while the task rotated) can be
+// absurdly large; it costs a bounded number of warnings, not one per file.
+func TestAHugeGapIsLoggedBounded(t *testing.T) {
+	h := newHarness(t)
+	store, err := checkpoint.Open(h.ckptPath, nil)
+	require.NoError(t, err)
+	store.Commit(checkpoint.Entry{AllocID: testAlloc, Task: "web", Stream: "stdout", FileIndex: 0, Offset: 2})
+	require.NoError(t, store.Save())
+	h.writeFile("web.stdout.100000", "far\n")
+	h.runOnce(target("web", "stdout"))
+	assert.Equal(t, []string{"far"}, messages(h.out.lines(t)))
+	assert.Equal(t, 100000.0, testutil.ToFloat64(h.metrics.FilesSkipped))
 	assert.Equal(t, 100, h.logs.FilterMessageSnippet("log file was purged before").Len())
 	assert.Equal(t, 1, h.logs.FilterMessageSnippet("more log files were purged").Len())
 }
@@ -474,8 +512,8 @@ func TestManyFilesAreNotAllOpenedAtOnce(t *testing.T) {
 	<-sampled
 	assert.Equal(t, want, messages(h.out.lines(t)))
 	// The pipeline's own descriptors (inotify, the checkpoint) plus at most
-	// MaxOpenFiles log files of the one stream.
-	assert.LessOrEqual(t, maxSeen-base, tailer.MaxOpenFiles+8)
+	// --max-held-files log files.
+	assert.LessOrEqual(t, maxSeen-base, heldFiles+8)
 }
 
 func openFDs(t *testing.T) int {
@@ -509,13 +547,15 @@ func TestIdleStreamsHoldNoBatchBuffers(t *testing.T) {
 func TestFilesUnopenedWhenTheAllocDirGoesAreCounted(t *testing.T) {
 	h := newHarness(t)
 	h.drainDelay = 50 * time.Millisecond
-	const files = tailer.MaxOpenFiles + 4
+	const files = heldFiles + 4
 	for i := range files {
 		h.writeFile(fmt.Sprintf("web.stdout.%d", i), fmt.Sprintf("file %d\n", i))
 	}
 	gate := make(chan struct{})
 	h.out.gate = gate
-	p := h.daemon(target("web", "stdout"))
+	web := target("web", "stdout")
+	web.MaxFiles = 1000 // logmon keeps them all
+	p := h.daemon(web)
 	defer p.stop()
 	// The first batch is being written and the output holds it: the
 	// stream holds as many files as it may and waits.
@@ -529,7 +569,7 @@ func TestFilesUnopenedWhenTheAllocDirGoesAreCounted(t *testing.T) {
 	h.out.gate = nil
 	h.out.mu.Unlock()
 	close(gate)
-	stopped := target("web", "stdout")
+	stopped := web
 	stopped.Terminal = true
 	p.updates <- []enrich.Desired{stopped}
 	require.Eventually(t, func() bool {
@@ -537,7 +577,7 @@ func TestFilesUnopenedWhenTheAllocDirGoesAreCounted(t *testing.T) {
 		return ok && e.Finished
 	}, 10*time.Second, 5*time.Millisecond)
 	got := h.out.lines(t)
-	assert.Len(t, got, tailer.MaxOpenFiles, "what was open is read to its end")
+	assert.Len(t, got, heldFiles, "what was open is read to its end")
 	assert.Equal(t, 4.0, testutil.ToFloat64(h.metrics.FilesSkipped))
 	assert.Equal(t, 1, h.logs.FilterMessageSnippet("alloc dir was deleted before").Len())
 }
@@ -584,7 +624,7 @@ func TestALongLineSpanningManyFiles(t *testing.T) {
 	h := newHarness(t)
 	h.maxLine = 100
 	h.writeFile("web.stdout.0", "first\n"+strings.Repeat("x", 50))
-	for i := 1; i <= tailer.MaxOpenFiles+4; i++ {
+	for i := 1; i <= heldFiles+4; i++ {
 		h.writeFile(fmt.Sprintf("web.stdout.%d", i), strings.Repeat("x", 50))
 	}
 	p := h.daemon(target("web", "stdout"))
@@ -595,13 +635,13 @@ func TestALongLineSpanningManyFiles(t *testing.T) {
 	key := taskstream.ID{AllocID: testAlloc, Task: "web", Stream: "stdout"}
 	require.Eventually(t, func() bool {
 		e, ok := h.store.Get(key)
-		return ok && e.FileIndex == tailer.MaxOpenFiles+4 && e.InLongLine
+		return ok && e.FileIndex == heldFiles+4 && e.InLongLine
 	}, 10*time.Second, time.Millisecond, "the commit moves along inside the long line")
 	p.stop()
 
 	// After a restart the line goes on, then a new one: only the new one
 	// is a line.
-	h.writeFile(fmt.Sprintf("web.stdout.%d", tailer.MaxOpenFiles+5), "xx\nafter\n")
+	h.writeFile(fmt.Sprintf("web.stdout.%d", heldFiles+5), "xx\nafter\n")
 	h.out = newMemOutput()
 	p = h.daemon(target("web", "stdout"))
 	defer p.stop()

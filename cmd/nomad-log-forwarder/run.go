@@ -58,6 +58,9 @@ type runFlags struct {
 	logLevel           string
 	logFormat          string
 	metricsAddr        string
+	maxHeldFiles       int64
+	maxHeldBytes       int64
+	maxWatches         int
 
 	// HTTP output only.
 	batchBytes    int
@@ -101,8 +104,14 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.tls.CertFile, "tls-cert", "", "HTTPS output: PEM client certificate, for a server that verifies clients")
 	fs.StringVar(&f.tls.KeyFile, "tls-key", "", "HTTPS output: PEM key of --tls-cert")
 	fs.BoolVar(&f.tls.SkipVerify, "tls-skip-verify", false, "HTTPS output: do not verify the server's certificate (testing only)")
+	fs.Int64Var(&f.maxHeldFiles, "max-held-files", tailer.DefaultMaxHeldFiles(), "log files all streams together may hold open (default: half of the open-files limit, at least 1024); "+
+		"while the output is slow and tasks rotate fast, held files keep purged logs on disk")
+	fs.Int64Var(&f.maxHeldBytes, "max-held-bytes", tailer.DefaultMaxHeldBytes, "bytes of purged log files the streams may keep on disk by holding them open; "+
+		"beyond it the oldest are given up (logged and counted in nlf_files_dropped_total)")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for make bench)")
 	_ = fs.MarkHidden("cpuprofile")
+	fs.IntVar(&f.maxWatches, "max-inotify-watches", 0, "cap the inotify watches (0: the kernel's limit); streams beyond it poll (for make bench)")
+	_ = fs.MarkHidden("max-inotify-watches")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -130,6 +139,12 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 		return nil, fmt.Errorf("--inflight must be positive")
 	case f.httpTimeout <= 0:
 		return nil, fmt.Errorf("--http-timeout must be positive")
+	case f.maxHeldFiles <= 0:
+		return nil, fmt.Errorf("--max-held-files must be positive")
+	case f.maxHeldBytes <= 0:
+		return nil, fmt.Errorf("--max-held-bytes must be positive")
+	case f.maxWatches < 0:
+		return nil, fmt.Errorf("--max-inotify-watches must not be negative")
 	case len(f.httpHeaders) > 0 && !forward.IsHTTP(f.output):
 		return nil, fmt.Errorf("--http-header needs an http:// or https:// --output")
 	case f.tls.Set() && !strings.HasPrefix(f.output, "https://"):
@@ -215,32 +230,27 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	checks = append(checks, d.checks...)
 	once, discover := d.once, d.run
 
-	reg.MustRegister(tailer.NewLagCollector(root, store))
-	watcher, err := tailer.NewWatcher(log)
+	watcher, err := tailer.NewWatcher(log, f.maxWatches)
 	if err != nil {
 		log.Warn("inotify is unavailable; every stream polls", zap.Error(err))
 		watcher = nil
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "nlf_inotify_watches", Help: "inotify watches the daemon holds (two per watched log folder); streams beyond fs.inotify.max_user_watches poll.",
+	}, func() float64 { return float64(watcher.Watches()) }))
 	manager := tailer.NewManager(tailer.Config{
 		Root: root, Output: writer, Checkpoint: store, Watcher: watcher,
+		Budget:   tailer.NewBudget(f.maxHeldFiles, f.maxHeldBytes, tailerMetrics.HeldFiles, tailerMetrics.HeldBytes),
 		ReadFrom: f.readFrom, MaxLineBytes: f.maxLineBytes, DrainDelay: f.drainDelay, Log: log,
 		Metrics: tailerMetrics,
 	})
+	reg.MustRegister(manager.NewLagCollector())
 
-	// The writer outlives the streams: it gets its own context, cancelled
-	// only when the shutdown budget is spent.
-	writerCtx, stopWriter := context.WithCancel(context.Background())
-	defer stopWriter()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	writerDone := make(chan error, 1)
-	wg.Go(func() {
-		err := writer.Run(writerCtx)
-		writerDone <- err
-		if err != nil {
-			stopSignals() // nothing can be shipped any more: stop everything
-		}
-	})
+	// The output outlives the streams (see Shutdown); if it can never
+	// write again, nothing can be shipped: stop everything.
+	output := tailer.StartOutput(writer, func(error) { stopSignals() })
 	bgCtx, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
 	wg.Go(func() {
@@ -267,23 +277,16 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 		_ = manager.Run(ctx, updates)
 	}
 
-	// Shutdown: streams have stopped reading; let the writer write what is
-	// queued, then save the checkpoint with everything it confirmed.
+	// Streams have stopped reading: the output writes what it holds, then
+	// the checkpoint is saved with everything it confirmed.
 	stopBackground()
-	writer.Close()
-	var writeErr error
-	select {
-	case writeErr = <-writerDone:
-	case <-time.After(shutdownBudget):
-		log.Warn("output did not take the last lines in time; they will be sent again after a restart")
-		stopWriter()
-		writeErr = <-writerDone
+	err = output.Shutdown(shutdownBudget, store)
+	if errors.Is(err, tailer.ErrOutputTimedOut) {
+		log.Warn(err.Error())
+		err = nil
 	}
-	if err := store.Save(); err != nil {
+	if err != nil {
 		return err
-	}
-	if writeErr != nil {
-		return writeErr
 	}
 	log.Info("stopped; checkpoint saved", zap.String("checkpoint", store.Path()))
 	return nil

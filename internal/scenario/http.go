@@ -41,6 +41,9 @@ type HTTPConfig struct {
 	NomadAddr string
 }
 
+// HTTPLogmon is how the HTTP scenarios' logmon rotates.
+var HTTPLogmon = logmon.Options{MaxFiles: 4, FileSize: 64 << 10, ScanLimit: 8 << 10}
+
 func (c *HTTPConfig) setDefaults() {
 	if c.Events <= 0 {
 		c.Events = 20
@@ -93,7 +96,7 @@ func NewRig(t testing.TB, cfg HTTPConfig) *Rig {
 	}
 	t.Cleanup(r.Receiver.Close)
 	r.Receiver.SetDelay(cfg.ReceiverDelay)
-	if r.Streams, err = NewStreams(r.AllocDir, cfg.Streams, logmon.Options{MaxFiles: 4, FileSize: 64 << 10, ScanLimit: 8 << 10}); err != nil {
+	if r.Streams, err = NewStreams(r.AllocDir, cfg.Streams, HTTPLogmon); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
