@@ -38,11 +38,11 @@ type Budget struct {
 // holding is one stream's share. Its fields are the Budget's, guarded by
 // its mutex; the stream's goroutine reports changes through the Budget.
 type holding struct {
-	files        int64
-	purgedFiles  int64
-	purgedBytes  int64
-	asked        int64 // files this stream was asked to give up and still holds
-	notices      *notices
+	files       int64
+	purgedFiles int64
+	purgedBytes int64
+	asked       int64 // files this stream was asked to give up and still holds
+	notices     *notices
 }
 
 // DefaultMaxHeldFiles is --max-held-files's default: half of the soft

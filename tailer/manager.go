@@ -62,8 +62,8 @@ type Config struct {
 	// LagCheckInterval is how often the lag of every stream is measured
 	// for the retention warnings (default 30s), besides every scrape.
 	LagCheckInterval time.Duration
-	Log                  *zap.Logger
-	Metrics              *Metrics
+	Log              *zap.Logger
+	Metrics          *Metrics
 }
 
 func (c *Config) setDefaults() {
@@ -292,7 +292,6 @@ func (m *Manager) RunOnce(ctx context.Context, targets []enrich.Desired) error {
 	m.cfg.Metrics.TargetsActive.Set(0)
 	return ctx.Err()
 }
-
 
 // track registers a started stream for the lag metrics and its job's
 // series.

@@ -252,7 +252,9 @@ func TestAPlantedFarIndexCannotSilenceTheStream(t *testing.T) {
 	h.waitLines(1)
 	require.NoError(t, os.Remove(filepath.Join(h.logDir(), "web.stdout.0")))
 	h.writeFile("web.stdout.999999999999999999", "planted\n")
-	require.Eventually(t, func() bool { return h.logs.FilterMessageSnippet("ignoring a log file whose index is beyond").Len() == 1 },
+	require.Eventually(t, func() bool {
+		return h.logs.FilterMessageSnippet("ignoring a log file whose index is beyond").Len() == 1
+	},
 		10*time.Second, time.Millisecond)
 	for i := 1; i <= 4; i++ {
 		h.writeFile(fmt.Sprintf("web.stdout.%d", i), fmt.Sprintf("real %d\n", i))
