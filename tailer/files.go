@@ -3,6 +3,7 @@ package tailer
 import (
 	"errors"
 	"io/fs"
+	"os"
 	"slices"
 
 	"go.uber.org/zap"
@@ -33,16 +34,15 @@ const maxCountedGap = 1_000_000
 // file", and knows nothing of batches. It belongs to the stream's
 // goroutine; what other goroutines tell it comes through notices.
 type fileSet struct {
-	root     *safefs.Root
-	id       taskstream.ID
-	dir      string // the log folder, relative to the alloc dir
-	key      string // "<task>.<stream>", as listings name the stream
-	log      *zap.Logger
-	metrics  *streamMetrics
-	notices  *notices
-	budget   *Budget
-	hold     *holding
-	maxFiles int64 // logmon's max_files for this task
+	root    *safefs.Root
+	id      taskstream.ID
+	dir     string // the log folder, relative to the alloc dir
+	key     string // "<task>.<stream>", as listings name the stream
+	log     *zap.Logger
+	metrics *streamMetrics
+	notices *notices
+	budget  *Budget
+	hold    *holding
 	// list lists the log folder (shared with the folder's other streams
 	// while the watcher keeps the listing current); watched says whether
 	// inotify reports this stream's files.
@@ -55,7 +55,7 @@ type fileSet struct {
 	readOff  int64
 	openNext int64 // the next index to try to open
 	// reached is the highest index opened or passed (-1: none yet); the
-	// stream follows no index beyond reached+maxFiles (see notices.limit).
+	// stream follows no index beyond notices.limit.
 	reached       int64
 	refused       map[int64]bool
 	sawDir        bool  // the log folder existed once; its absence now means GC
@@ -65,7 +65,7 @@ type fileSet struct {
 
 func (s *fileSet) setReached(idx int64) {
 	s.reached = max(s.reached, idx)
-	s.notices.limit.Store(s.reached + s.maxFiles)
+	s.notices.reached.Store(s.reached)
 }
 
 // position is where reading continues.
@@ -136,7 +136,7 @@ func (s *fileSet) closeFile(lf *logFile) {
 func (s *fileSet) openNew() (opened int) {
 	for {
 		idx := s.openNext
-		if idx > s.notices.limit.Load() {
+		if idx > s.notices.limit() {
 			return opened
 		}
 		if s.watched() && idx > s.notices.highestSeen.Load() {
@@ -150,10 +150,10 @@ func (s *fileSet) openNew() (opened int) {
 				return opened
 			}
 		}
-		lf, err := s.openIndex(idx)
+		lf, counted, err := s.openIndex(idx)
 		switch {
 		case err == nil:
-			if !s.hold.take(s) {
+			if !counted && !s.hold.take(s, s.atRisk(idx)) {
 				lf.close()
 				return opened // still in its folder: opened once the budget allows
 			}
@@ -202,13 +202,14 @@ func (s *fileSet) openNew() (opened int) {
 }
 
 // take asks the budget for one more descriptor for s, for a file it just
-// opened (so one that exists: a stream gives way only for a real file).
-// When s itself is the biggest holder of purged files, it gives up its
-// oldest one first.
-func (h *holding) take(s *fileSet) bool {
+// opened (so one that exists). When s itself is the biggest holder of
+// purged files, it gives up its oldest one first, but only for a file
+// logmon is about to purge (atRisk): one that stays in its folder can
+// wait for room without losing a line.
+func (h *holding) take(s *fileSet, atRisk bool) bool {
 	for {
 		ok, self := s.budget.acquire(h)
-		if !self {
+		if !self || !atRisk {
 			return ok
 		}
 		if !s.giveUpOldestPurged("--max-held-files") {
@@ -217,17 +218,23 @@ func (h *holding) take(s *fileSet) bool {
 	}
 }
 
+// atRisk says logmon purges file idx at its next rotation: with
+// max_files files kept, the newest file seen is max_files-1 ahead.
+func (s *fileSet) atRisk(idx int64) bool {
+	return s.notices.highestSeen.Load() >= idx+s.notices.maxFiles.Load()-1
+}
+
 // noteFar logs, once per index, a file whose index lies beyond what
 // logmon can have reached: it is ignored.
 func (s *fileSet) noteFar() {
 	far := s.notices.farSeen.Load()
-	if far <= s.notices.limit.Load() || far == s.farLogged {
+	if far <= s.notices.limit() || far == s.farLogged {
 		return
 	}
 	s.farLogged = far
 	s.log.Warn("ignoring a log file whose index is beyond what logmon can have reached "+
 		"(the last index reached plus the task's max_files): not logmon's, a file dropped into the folder",
-		zap.String("file", s.path(far)), zap.Int64("last_index_reached", s.reached), zap.Int64("max_files", s.maxFiles))
+		zap.String("file", s.path(far)), zap.Int64("last_index_reached", s.reached), zap.Int64("max_files", s.notices.maxFiles.Load()))
 }
 
 // refuseOnce logs and counts a refused path once; index -1 stands for the
@@ -277,13 +284,44 @@ func (s *fileSet) noteOutOfSequence(missing int64) {
 		zap.String("waiting_for", s.path(missing)), zap.Int64("highest_index_seen", hi))
 }
 
-func (s *fileSet) openIndex(idx int64) (*logFile, error) {
-	f, err := s.root.OpenFile(s.rel(idx))
-	if err != nil {
-		return nil, err
+// openIndex opens file idx, or takes it from the watcher, who opened it
+// when it appeared; counted says the budget counts it already.
+func (s *fileSet) openIndex(idx int64) (lf *logFile, counted bool, err error) {
+	f := s.notices.take(idx)
+	counted = f != nil
+	if f == nil {
+		if f, err = s.root.OpenFile(s.rel(idx)); err != nil {
+			return nil, false, err
+		}
 	}
 	s.sawDir = true
-	return openLogFile(f, idx)
+	lf, err = openLogFile(f, idx)
+	if err != nil && counted {
+		s.budget.release(s.hold, false, 0)
+	}
+	return lf, counted, err
+}
+
+// preopen opens file idx for the watcher, who saw it created (see
+// notices.preopen), within the budget. It runs on the watcher's
+// goroutine: it touches nothing the stream owns but its share of the
+// budget, which is safe for concurrent use.
+func (s *fileSet) preopen(idx int64) *os.File {
+	if ok, _ := s.budget.acquire(s.hold); !ok {
+		return nil // the stream opens it itself, making room if it must
+	}
+	f, err := s.root.OpenFile(s.rel(idx))
+	if err != nil {
+		s.budget.release(s.hold, false, 0)
+		return nil
+	}
+	return f
+}
+
+// dropPreopened gives back what the watcher opened and nobody took.
+func (s *fileSet) dropPreopened(f *os.File) {
+	f.Close()
+	s.budget.release(s.hold, false, 0)
 }
 
 // indexes lists the stream's files (ascending), noting the highest one
@@ -298,7 +336,7 @@ func (s *fileSet) indexes() ([]int64, bool) {
 	if len(idx) > 0 {
 		// The highest within the limit, and the highest of all (a far
 		// one is noted as such).
-		if at, _ := slices.BinarySearch(idx, s.notices.limit.Load()+1); at > 0 {
+		if at, _ := slices.BinarySearch(idx, s.notices.limit()+1); at > 0 {
 			s.notices.see(idx[at-1])
 		}
 		s.notices.see(idx[len(idx)-1])
@@ -310,7 +348,7 @@ func (s *fileSet) indexes() ([]int64, bool) {
 // its limit.
 func (s *fileSet) nextExisting(from int64) (int64, bool) {
 	idx, _ := s.indexes()
-	limit := s.notices.limit.Load()
+	limit := s.notices.limit()
 	for _, i := range idx {
 		if i >= from && i <= limit {
 			return i, true
@@ -412,7 +450,10 @@ func (s *fileSet) closeAll() {
 // checkpointed file cannot be trusted, start at the lowest index instead.
 func (s *fileSet) resume(e checkpoint.Entry) (Position, bool) {
 	s.setReached(e.FileIndex)
-	lf, err := s.openIndex(e.FileIndex)
+	lf, counted, err := s.openIndex(e.FileIndex)
+	if err == nil && counted {
+		s.budget.release(s.hold, false, 0) // adopted below, or closed
+	}
 	switch {
 	case err == nil && e.Inode != 0 && (lf.ino != e.Inode || lf.dev != e.Dev):
 		lf.close()
@@ -486,11 +527,13 @@ func (s *fileSet) startAtEnd() (Position, bool) {
 		}
 		hi = i
 	}
-	lf, err := s.openIndex(hi)
+	lf, counted, err := s.openIndex(hi)
 	if err != nil {
 		return Position{}, false
 	}
-	s.budget.adopt(s.hold)
+	if !counted {
+		s.budget.adopt(s.hold)
+	}
 	s.files, s.openNext = []*logFile{lf}, hi+1
 	s.setReached(hi)
 	s.readOff = lf.lastLineEnd()

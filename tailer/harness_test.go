@@ -94,6 +94,17 @@ func (c memConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// open lets the writes held at gate through, and the next ones too; a
+// second call does nothing.
+func (o *memOutput) open(gate chan struct{}) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.gate == gate {
+		o.gate = nil
+		close(gate)
+	}
+}
+
 // lines decodes every complete, valid line written so far; torn lines
 // from failed writes are skipped.
 func (o *memOutput) lines(t *testing.T) []received {
@@ -135,11 +146,15 @@ type harness struct {
 	drainDelay time.Duration
 	readFrom   string
 	poll       time.Duration
+	// maxHeld is --max-held-files (default heldFiles).
+	maxHeld int64
+	// batchBytes is the output's batch size (default 4 KiB: many batches).
+	batchBytes int
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, allocDir: t.TempDir(), out: newMemOutput(), maxLine: 102400, poll: time.Second}
+	h := &harness{t: t, allocDir: t.TempDir(), out: newMemOutput(), maxLine: 102400, poll: time.Second, maxHeld: heldFiles, batchBytes: 4 << 10}
 	h.ckptPath = filepath.Join(t.TempDir(), "checkpoint.msgpack")
 	var err error
 	h.root, err = safefs.OpenRoot(h.allocDir)
@@ -203,7 +218,7 @@ func (h *harness) start() *pipeline {
 	h.metrics = tailer.NewMetrics(nil)
 	ctx, cancel := context.WithCancel(h.t.Context())
 	p := &pipeline{h: h, ctx: ctx, cancel: cancel, updates: make(chan []enrich.Desired), mgrDone: make(chan struct{})}
-	p.writer = forward.New(forward.Config{Output: h.out, Log: log, BatchBytes: 4 << 10, Buffers: 8, MaxBackoff: 20 * time.Millisecond})
+	p.writer = forward.New(forward.Config{Output: h.out, Log: log, BatchBytes: h.batchBytes, Buffers: 8, MaxBackoff: 20 * time.Millisecond})
 	watcher, err := tailer.NewWatcher(log, 0)
 	require.NoError(h.t, err)
 	p.output = tailer.StartOutput(p.writer, nil)
@@ -214,7 +229,7 @@ func (h *harness) start() *pipeline {
 	p.mgr = tailer.NewManager(tailer.Config{
 		Root: h.root, Output: p.writer, Checkpoint: store, Watcher: watcher, MaxLineBytes: h.maxLine, ReadFrom: h.readFrom,
 		DrainDelay: h.drainDelay, Log: log, Metrics: h.metrics, PollInterval: h.poll,
-		Budget: tailer.NewBudget(heldFiles, 0, h.metrics.HeldFiles, h.metrics.HeldBytes),
+		Budget: tailer.NewBudget(h.maxHeld, 0, h.metrics.HeldFiles, h.metrics.HeldBytes),
 	})
 	return p
 }
@@ -255,6 +270,22 @@ func (p *pipeline) stop() {
 	<-p.mgrDone
 	require.NoError(p.h.t, p.output.Shutdown(10*time.Second, p.h.store))
 	p.wg.Wait()
+}
+
+// count is how many lines were written so far, torn ones included.
+func (o *memOutput) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return bytes.Count(o.data.Bytes(), []byte{'\n'})
+}
+
+// waitCount waits until the output holds at least n lines, without
+// decoding them (for many lines), and returns how many it holds.
+func (h *harness) waitCount(n int) int {
+	h.t.Helper()
+	require.Eventually(h.t, func() bool { return h.out.count() >= n }, 60*time.Second, 5*time.Millisecond,
+		"waiting for %d lines", n)
+	return h.out.count()
 }
 
 // waitLines waits until the output holds at least n lines.

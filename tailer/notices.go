@@ -1,6 +1,14 @@
 package tailer
 
-import "sync/atomic"
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// maxPreopened bounds the files the watcher opens for a stream that has
+// not taken them yet.
+const maxPreopened = 16
 
 // fileEvent is what the watcher says happened to a stream's file.
 type fileEvent uint8
@@ -36,12 +44,11 @@ type notices struct {
 	// not try to open a file no event named, which on a busy node would be
 	// a failed open per write.
 	highestSeen atomic.Int64
-	// limit is the highest index the stream accepts: the last index it
-	// reached plus the allocation's max_files. logmon cannot be further
-	// ahead without the stream seeing its creations; a higher index is a
-	// file dropped into the folder, and following it would silence the
-	// stream's real files. The stream sets it.
-	limit atomic.Int64
+	// reached is the last index the stream reached (set by the stream),
+	// maxFiles the task's max_files (set before the stream runs): see
+	// limit.
+	reached  atomic.Int64
+	maxFiles atomic.Int64
 	// farSeen is the highest index an event named beyond limit; the stream
 	// logs it once and ignores it.
 	farSeen atomic.Int64
@@ -51,14 +58,37 @@ type notices struct {
 	deleted atomic.Bool
 	// shed is how many held files the budget asks the stream to give up.
 	shed atomic.Int32
+
+	// preopen, set before the stream runs, opens the stream's new file
+	// index on the watcher's goroutine the moment its creation is seen:
+	// the stream's own goroutine may be busy or waiting for a CPU, and
+	// logmon can create and purge a file within milliseconds. It returns
+	// nil when it cannot (the budget is full, the file is gone or
+	// refused): the stream then tries itself.
+	preopen func(index int64) *os.File
+	// drop closes a file preopen opened that the stream will not take.
+	drop func(*os.File)
+	// preopened holds what preopen opened until the stream takes it.
+	mu        sync.Mutex
+	preopened map[int64]*os.File
 }
 
 func newNotices() *notices {
 	n := &notices{wake: make(chan struct{}, 1)}
 	n.highestSeen.Store(-1)
 	n.farSeen.Store(-1)
-	n.limit.Store(defaultMaxFiles)
+	n.reached.Store(-1)
+	n.maxFiles.Store(defaultMaxFiles)
 	return n
+}
+
+// limit is the highest index the stream accepts: max_files beyond the
+// last index it reached or saw. logmon creates one index after the other,
+// so each of its creations is within it however far the stream lags; a
+// higher index is a file dropped into the folder, and following it would
+// silence the stream's real files.
+func (n *notices) limit() int64 {
+	return max(n.reached.Load(), n.highestSeen.Load()) + n.maxFiles.Load()
 }
 
 func (n *notices) notify(index int64, ev fileEvent) {
@@ -67,19 +97,78 @@ func (n *notices) notify(index int64, ev fileEvent) {
 		n.recheck.Store(true)
 	case fileDeleted:
 		n.deleted.Store(true)
+	case fileCreated:
+		if n.see(index) {
+			n.open(index)
+		}
 	default:
 		n.see(index)
 	}
 	n.poke()
 }
 
-// see records that index exists (an event or a listing named it).
-func (n *notices) see(index int64) {
-	if index > n.limit.Load() {
-		raise(&n.farSeen, index)
+// open opens a new file on the caller's (the watcher's) goroutine.
+func (n *notices) open(index int64) {
+	if n.preopen == nil {
 		return
 	}
+	n.mu.Lock()
+	full := len(n.preopened) >= maxPreopened || n.preopened[index] != nil
+	n.mu.Unlock()
+	if full {
+		return
+	}
+	f := n.preopen(index)
+	if f == nil {
+		return
+	}
+	n.mu.Lock()
+	if n.preopened == nil {
+		n.preopened = make(map[int64]*os.File)
+	}
+	if old := n.preopened[index]; old != nil {
+		n.drop(old)
+	}
+	n.preopened[index] = f
+	n.mu.Unlock()
+}
+
+// take hands the stream the file the watcher opened for index, if any,
+// and closes those it opened for lower indexes (the stream is past them).
+func (n *notices) take(index int64) *os.File {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	f := n.preopened[index]
+	delete(n.preopened, index)
+	for i, old := range n.preopened {
+		if i < index {
+			n.drop(old)
+			delete(n.preopened, i)
+		}
+	}
+	return f
+}
+
+// closePreopened closes what the stream never took; it runs when the
+// stream stops, after it left the watcher.
+func (n *notices) closePreopened() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, f := range n.preopened {
+		n.drop(f)
+		delete(n.preopened, i)
+	}
+}
+
+// see records that index exists (an event or a listing named it); false:
+// it is beyond the limit, ignored.
+func (n *notices) see(index int64) bool {
+	if index > n.limit() {
+		raise(&n.farSeen, index)
+		return false
+	}
 	raise(&n.highestSeen, index)
+	return true
 }
 
 func (n *notices) poke() {

@@ -3,6 +3,7 @@ package tailer
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,14 +97,14 @@ func newStream(cfg *Config, d enrich.Desired, markFinished bool, readBuf *sync.P
 	s.win = newWindow(d.Target, cfg.Output, cfg.Checkpoint, m)
 	s.files = fileSet{
 		root: cfg.Root, id: d.Target, dir: enrich.LogDir(d.Target.AllocID), key: d.Target.Task + "." + d.Target.Stream,
-		log: log, metrics: m, notices: s.notices, budget: cfg.Budget, maxFiles: defaultMaxFiles,
+		log: log, metrics: m, notices: s.notices, budget: cfg.Budget,
 		reached: -1, refused: make(map[int64]bool), list: s.list, watched: s.isWatched,
 		hold: cfg.Budget.join(s.notices),
 	}
 	if d.MaxFiles > 0 {
-		s.files.maxFiles = int64(d.MaxFiles)
+		s.notices.maxFiles.Store(int64(d.MaxFiles))
 	}
-	s.notices.limit.Store(s.files.reached + s.files.maxFiles)
+	s.notices.preopen, s.notices.drop = s.files.preopen, s.files.dropPreopened
 	if d.Terminal {
 		s.state.Store(stateDraining)
 	}
@@ -125,6 +126,7 @@ func (s *stream) poke() { s.notices.poke() }
 func (s *stream) run(ctx context.Context) error {
 	defer s.cfg.Budget.leave(s.files.hold)
 	defer s.closeAll()
+	defer s.notices.closePreopened() // once the watcher no longer knows the stream
 	absDir := s.cfg.Root.Join(s.files.dir)
 	s.subscribe(absDir)
 	defer s.cfg.Watcher.unsubscribe(absDir, s.id.Task, s.id.Stream)
@@ -238,14 +240,15 @@ func (s *stream) onWake() {
 	s.onFileEvents()
 }
 
-// onFileEvents opens new files first (logmon may purge them within
-// milliseconds), then looks after held files that lost their name and
-// gives up those the budget asks for.
+// onFileEvents opens new files (logmon may purge them within
+// milliseconds), after noting which held files lost their name (cheap:
+// an fstat per held file, and the budget must know them to make room),
+// then gives up those the budget asks for.
 func (s *stream) onFileEvents() {
-	s.files.openNew()
 	if s.notices.deleted.Swap(false) {
 		s.files.noteDeleted()
 	}
+	s.files.openNew()
 	if s.notices.shed.Load() > 0 {
 		s.files.giveUpAsked()
 	}
@@ -376,7 +379,14 @@ func (s *stream) pump(ctx context.Context) (more bool, err error) {
 			if s.win.pendingRewind() {
 				continue // taking a batch brought a failure: read again from the commit
 			}
-			chunks++
+			if chunks++; chunks > 1 {
+				// Give way between chunks: the watcher, back from its
+				// wait for inotify events, needs a P to tell a stream of
+				// a new file, and with every P busy it would wait for the
+				// next preemption (10 ms; logmon can create and purge a
+				// file in less under a burst).
+				runtime.Gosched()
+			}
 			s.lastData = time.Now()
 			s.timestamp = enrich.AppendTimestamp(s.timestamp[:0], s.lastData)
 			s.metrics.bytesRead.Add(float64(n))

@@ -38,6 +38,8 @@ type Receiver struct {
 	wg       sync.WaitGroup
 	// Delay, when set, is slept after each read: a slow receiver.
 	delay time.Duration
+	// rate, when set, is the most lines a second the receiver takes.
+	rate int
 	// paused, while set, holds every read from a connection until Resume
 	// closes it.
 	paused chan struct{}
@@ -88,6 +90,15 @@ func (r *Receiver) URL() string {
 	return "tcp://" + r.address
 }
 
+// SetRate makes the receiver take at most n lines a second (0: as many as
+// come), pacing its reads in steps of 10 ms: a slow receiver, without a
+// sleep per line (which the timer's resolution would make far slower).
+func (r *Receiver) SetRate(n int) {
+	r.mu.Lock()
+	r.rate = max(n, 0)
+	r.mu.Unlock()
+}
+
 // SetDelay makes every read wait d: a slow receiver.
 func (r *Receiver) SetDelay(d time.Duration) {
 	r.mu.Lock()
@@ -117,6 +128,7 @@ func (r *Receiver) serve(c net.Conn) {
 	}()
 	br := bufio.NewReaderSize(connReader{r: r, c: c}, 1<<20)
 	var pending []byte
+	var pace pacer
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -139,11 +151,12 @@ func (r *Receiver) serve(c net.Conn) {
 			r.lines = append(r.lines, bytes.Clone(line))
 			r.arrived = append(r.arrived, time.Now())
 		}
-		delay := r.delay
+		delay, rate := r.delay, r.rate
 		r.mu.Unlock()
 		if delay > 0 {
 			time.Sleep(delay)
 		}
+		pace.line(rate)
 	}
 }
 
@@ -385,4 +398,27 @@ func (r *Receiver) stop(reset bool) {
 		r.mu.Unlock()
 	}
 	r.wg.Wait()
+}
+
+// pacer holds a connection's reads to a rate of lines a second.
+type pacer struct {
+	rate  int
+	start time.Time
+	lines int
+}
+
+func (p *pacer) line(rate int) {
+	if rate != p.rate {
+		*p = pacer{rate: rate, start: time.Now()}
+	}
+	if rate <= 0 {
+		return
+	}
+	p.lines++
+	if p.lines%max(rate/100, 1) != 0 {
+		return
+	}
+	if ahead := time.Duration(float64(p.lines)/float64(rate)*float64(time.Second)) - time.Since(p.start); ahead > 0 {
+		time.Sleep(ahead)
+	}
 }
