@@ -23,13 +23,15 @@ const LagFiles = 64
 // LagFiles files in all (the lowest indexes from e.FileIndex on), so it is
 // a lower bound when a stream has more. Files that are not regular files
 // below the alloc dir count as nothing. Nothing is opened but the folder.
-func LagBytes(root *safefs.Root, e checkpoint.Entry) int64 {
+// An error says the folder could not be read: the lag is not known, which
+// is not the same as 0.
+func LagBytes(root *safefs.Root, e checkpoint.Entry) (int64, error) {
 	if enrich.ValidPathComponent(e.AllocID) != nil || enrich.ValidPathComponent(e.Task) != nil {
-		return 0
+		return 0, fmt.Errorf("checkpoint entry %s names no log folder below the alloc dir", e.Key())
 	}
 	d, err := root.OpenDir(enrich.LogDir(e.AllocID))
 	if err != nil {
-		return 0
+		return 0, fmt.Errorf("measure the lag of %s: %w", e.Key(), err)
 	}
 	defer d.Close()
 	// The LagFiles lowest indexes at or after e.FileIndex, kept sorted.
@@ -60,7 +62,7 @@ func LagBytes(root *safefs.Root, e checkpoint.Entry) int64 {
 		}
 		lag += max(size, 0)
 	}
-	return lag
+	return lag, nil
 }
 
 // lagCollector reports, at each scrape, the bytes on disk that were not
@@ -86,7 +88,10 @@ func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 	var total int64
 	for _, e := range c.cp.Entries() {
 		if !e.Finished {
-			total += LagBytes(c.root, e)
+			// A folder that cannot be read adds nothing: the gauge is a
+			// lower bound.
+			lag, _ := LagBytes(c.root, e)
+			total += lag
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(total))

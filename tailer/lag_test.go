@@ -38,12 +38,32 @@ func TestLagBytesCountsTheRestOfTheStream(t *testing.T) {
 	require.NoError(t, syscall.Mkfifo(filepath.Join(h.logDir(), "web.stdout.4"), 0o666))
 	require.NoError(t, os.Mkdir(filepath.Join(h.logDir(), "web.stdout.5"), 0o755))
 
-	assert.Equal(t, int64(10-4+5+3), tailer.LagBytes(h.root, lagEntry("web", "stdout", 1, 4)))
-	assert.Equal(t, int64(5+3), tailer.LagBytes(h.root, lagEntry("web", "stdout", 1, 100)), "a file shorter than the offset counts as nothing")
-	assert.Equal(t, int64(0), tailer.LagBytes(h.root, lagEntry("gone", "stdout", 0, 0)))
+	lag := func(e checkpoint.Entry) int64 {
+		t.Helper()
+		n, err := tailer.LagBytes(h.root, e)
+		require.NoError(t, err)
+		return n
+	}
+	assert.Equal(t, int64(10-4+5+3), lag(lagEntry("web", "stdout", 1, 4)))
+	assert.Equal(t, int64(5+3), lag(lagEntry("web", "stdout", 1, 100)), "a file shorter than the offset counts as nothing")
+	assert.Equal(t, int64(0), lag(lagEntry("gone", "stdout", 0, 0)), "a readable folder without the stream's files: 0")
+}
+
+// A folder that cannot be read is an unknown lag, not 0: the error names
+// the folder, for `offsets list` to say which.
+func TestLagBytesSaysWhenItCannotMeasure(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "x")
+	gone := lagEntry("web", "stdout", 0, 0)
+	gone.AllocID = "0b7f3c5e-1111-2222-3333-444455556666"
+	_, err := tailer.LagBytes(h.root, gone)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), filepath.Join(h.root.Path(), gone.AllocID, "alloc", "logs"))
+
 	bad := lagEntry("web", "stdout", 0, 0)
 	bad.AllocID = "../" + testAlloc
-	assert.Equal(t, int64(0), tailer.LagBytes(h.root, bad))
+	_, err = tailer.LagBytes(h.root, bad)
+	require.Error(t, err)
 }
 
 // A task can fill its log folder with names that look like its own log
@@ -55,7 +75,8 @@ func TestLagBytesCountsAtMostLagFilesPerStream(t *testing.T) {
 	}
 	h.writeFile("web.stdout.7", strings.Repeat("x", 100))
 	h.writeFile("web.stdout.1000000", strings.Repeat("y", 1000))
-	got := tailer.LagBytes(h.root, lagEntry("web", "stdout", 7, 40))
+	got, err := tailer.LagBytes(h.root, lagEntry("web", "stdout", 7, 40))
+	require.NoError(t, err)
 	assert.Equal(t, int64(100-40+tailer.LagFiles-1), got, "the file at the offset and the next LagFiles-1 by index")
 
 	store, err := checkpoint.Open(h.ckptPath, nil)
@@ -84,7 +105,7 @@ func BenchmarkLagBytesHostileFolder(b *testing.B) {
 	e := lagEntry("web", "stdout", 0, 0)
 	b.ReportAllocs()
 	for b.Loop() {
-		if tailer.LagBytes(root, e) == 0 {
+		if n, err := tailer.LagBytes(root, e); err != nil || n == 0 {
 			b.Fatal("no lag measured")
 		}
 	}

@@ -89,7 +89,7 @@ func offsetsList(w io.Writer, path, allocDir string, asJSON bool) error {
 			Finished: e.Finished, UpdatedAt: e.UpdatedAt.UTC().Format(time.RFC3339Nano),
 		}
 		if rootErr == nil {
-			row.LagBytes = tailer.LagBytes(root, e)
+			row.LagBytes, _ = tailer.LagBytes(root, e)
 		}
 		rows = append(rows, row)
 	}
