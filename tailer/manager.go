@@ -3,7 +3,9 @@ package tailer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -246,25 +248,54 @@ func (m *Manager) updateGauges(streams map[taskstream.ID]*running) {
 }
 
 // RunOnce reads every target to its end, emits each partial last line,
-// waits until the output confirmed everything, and returns.
+// waits until the output confirmed everything, and returns. It returns
+// nil only when every stream finished with everything it read confirmed
+// and committed; when ctx ended first (SIGTERM, or the output gave up) it
+// returns an *UnfinishedError.
 func (m *Manager) RunOnce(ctx context.Context, targets []enrich.Desired) error {
 	cfg := m.cfg
 	cfg.DrainDelay = 0
 	var wg sync.WaitGroup
+	var unfinished atomic.Int64
 	for _, d := range targets {
 		d.Terminal = true
 		s := newStream(&cfg, d, false, &m.readBuf)
 		wg.Go(func() {
-			if err := s.run(ctx); err != nil && !errors.Is(err, errFinished) {
+			err := s.run(ctx)
+			if err != nil && !errors.Is(err, errFinished) {
 				s.log.Error("stream stopped", zap.Error(err))
+			}
+			// run returns nil both when the stream finished and when ctx
+			// ended: only the first leaves nothing behind. (A ctx that ends
+			// just after a stream finished counts it as unfinished: the
+			// safe side.)
+			if ctx.Err() != nil || err != nil && !errors.Is(err, errFinished) {
+				unfinished.Add(1)
 			}
 		})
 	}
 	m.cfg.Metrics.TargetsActive.Set(float64(len(targets)))
 	wg.Wait()
 	m.cfg.Metrics.TargetsActive.Set(0)
-	return ctx.Err()
+	if n := unfinished.Load(); n > 0 {
+		return &UnfinishedError{Streams: int(n), Of: len(targets), Err: context.Cause(ctx)}
+	}
+	return nil
 }
+
+// UnfinishedError is RunOnce's answer when some streams stopped before
+// the output confirmed everything they read: what they did not commit is
+// read again by the next run.
+type UnfinishedError struct {
+	Streams, Of int
+	Err         error // why they stopped: the context's cause
+}
+
+func (e *UnfinishedError) Error() string {
+	return fmt.Sprintf("%d of %d streams stopped before the output confirmed all their lines: %v", e.Streams, e.Of, e.Err)
+}
+
+func (e *UnfinishedError) Unwrap() error { return e.Err }
 
 func unfinished(e checkpoint.Entry) checkpoint.Entry {
 	e.Finished = false
