@@ -30,9 +30,28 @@ func Lock(path string) (unlock func() error, err error) {
 // created for it.
 func LockExisting(path string) (unlock func() error, err error) {
 	if err := exists(path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) && heldByOther(path) {
+			// A daemon that just started has its lock but no file yet.
+			return nil, fmt.Errorf("%w: %s.lock is locked (is a daemon running with this checkpoint?)", ErrLocked, path)
+		}
 		return nil, err
 	}
 	return lockFile(path)
+}
+
+// heldByOther reports whether path's lock file exists and another process
+// holds it. It creates nothing.
+func heldByOther(path string) bool {
+	f, _, err := openNoFollow(path+".lock", unix.O_RDONLY, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
 }
 
 func lockFile(path string) (unlock func() error, err error) {

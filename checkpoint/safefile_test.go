@@ -234,3 +234,16 @@ func TestCorruptErrorDoesNotQuoteTheFile(t *testing.T) {
 	assert.NotContains(t, msg, "72")
 	assert.NotContains(t, msg, "code=")
 }
+
+// A daemon that just started holds its lock before its first save: forget
+// must say a daemon runs, not that there is no checkpoint.
+func TestLockExistingSeesADaemonBeforeItsFirstSave(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "checkpoint.msgpack")
+	unlock, err := Lock(path)
+	require.NoError(t, err)
+	_, err = LockExisting(path)
+	require.ErrorIs(t, err, ErrLocked)
+	require.NoError(t, unlock())
+	_, err = LockExisting(path)
+	require.EqualError(t, err, "no checkpoint at "+path, "a lock file alone is no checkpoint")
+}
