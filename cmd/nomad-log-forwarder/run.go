@@ -69,10 +69,36 @@ type runFlags struct {
 	cpuProfile    string
 }
 
-func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
+const runUsage = `Usage: nomad-log-forwarder run [flags]
+
+run follows the stdout and stderr log files of every task of every allocation
+on this Nomad client node (found through the Nomad API, or with --offline in
+--alloc-dir), wraps each line in a JSON object naming its namespace, job,
+group, task and allocation, and sends it to --output. The checkpoint records
+what the output confirmed, so that a restart resumes exactly there. It runs
+until SIGINT or SIGTERM; with --once, until every stream is read to its end
+(exit 3 if the output did not confirm every line by then).
+
+Examples:
+  # The system job (deploy/): the Task API, Vector's socket in the allocation
+  nomad-log-forwarder run --alloc-dir /nomad-alloc --node-id "$NODE_ID" \
+    --checkpoint /var/lib/nomad-log-forwarder/checkpoint.msgpack --output unix:///alloc/vector.sock
+
+  # On a client host, to Vector's http_server source (acknowledged delivery)
+  NOMAD_ADDR=http://127.0.0.1:4646 NOMAD_TOKEN=... \
+    nomad-log-forwarder run --alloc-dir /opt/nomad/data/alloc --output http://127.0.0.1:8080/
+
+  # Backfill what is on disk once, without the API, to stdout
+  nomad-log-forwarder run --offline --once --alloc-dir /opt/nomad/data/alloc --output stdout
+
+Flags:
+`
+
+func parseRunFlags(args []string, stdout, stderr io.Writer) (*runFlags, error) {
 	f := &runFlags{}
 	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stdout, runUsage, fs.FlagUsages()) }
 	fs.StringVar(&f.allocDir, "alloc-dir", defaultAllocDir, "Nomad client's alloc dir (<data_dir>/alloc)")
 	fs.StringVar(&f.checkpointPath, "checkpoint", defaultCheckpoint, "checkpoint file (msgpack); keep it outside any alloc dir")
 	fs.DurationVar(&f.checkpointInterval, "checkpoint-interval", time.Second, "how often the checkpoint is saved when something changed")
@@ -140,22 +166,25 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 			return nil, fmt.Errorf("--node-id: %w", err)
 		}
 	}
+	if err := checkOutput(f.output); err != nil {
+		return nil, fmt.Errorf("--output: %w", err)
+	}
 	return f, nil
 }
 
 func runCommand(args []string, stdout, stderr io.Writer) int {
-	f, err := parseRunFlags(args, stderr)
+	f, err := parseRunFlags(args, stdout, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "nomad-log-forwarder run:", err)
-		return 2
+		return exitUsage
 	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "nomad-log-forwarder run:", err)
-		return 2
+		return exitUsage
 	}
 	defer log.Sync()
 	if f.cpuProfile != "" {
@@ -167,6 +196,10 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		defer stop()
 	}
 	if err := run(f, stdout, log); err != nil {
+		if errors.As(err, new(*tailer.UnfinishedError)) {
+			log.Error("--once stopped before the output confirmed every line; the next run reads them again from the checkpoint", zap.Error(err))
+			return exitUnfinished
+		}
 		log.Error("nomad-log-forwarder stopped", zap.Error(err))
 		return 1
 	}
@@ -179,7 +212,8 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	defer stopSignals()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		telemetry.NewBuildInfo(versionString()))
 	writer, err := newOutput(f, stdout, log, reg)
 	if err != nil {
 		return err
@@ -257,9 +291,10 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 		})
 	}
 
+	var onceErr error // *tailer.UnfinishedError: exit 3
 	if f.once {
 		log.Info("reading every stream to its end", zap.Int("streams", len(once)), zap.Stringer("output", writer))
-		_ = manager.RunOnce(ctx, once)
+		onceErr = manager.RunOnce(ctx, once)
 	} else {
 		updates := make(chan []enrich.Desired)
 		wg.Go(func() { discover(bgCtx, updates) })
@@ -281,6 +316,12 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	}
 	if err := store.Save(); err != nil {
 		return err
+	}
+	if onceErr != nil {
+		if writeErr != nil {
+			return fmt.Errorf("%w; the output gave up: %v", onceErr, writeErr)
+		}
+		return onceErr
 	}
 	if writeErr != nil {
 		return writeErr
@@ -311,6 +352,17 @@ type output interface {
 	Run(ctx context.Context) error
 	Close()
 	String() string
+}
+
+// checkOutput parses --output without connecting, so that a mistake is a
+// usage error (exit 2) before anything starts.
+func checkOutput(spec string) error {
+	if forward.IsHTTP(spec) {
+		_, err := forward.ParseHTTPURL(spec)
+		return err
+	}
+	_, err := forward.ParseOutput(spec, io.Discard)
+	return err
 }
 
 // newOutput picks the writer that --output names.
