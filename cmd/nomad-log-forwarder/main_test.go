@@ -56,15 +56,18 @@ func TestHelpOfEachCommandExitsZero(t *testing.T) {
 	for _, args := range [][]string{{"run", "--help"}, {"help", "run"}, {"run", "-h"}} {
 		code, out, errOut := cli(args...)
 		assert.Equal(t, 0, code, "%v", args)
-		assert.True(t, strings.HasPrefix(out, "Usage: nomad-log-forwarder run [flags]\n\nrun follows"), "%v: %s", args, out)
-		// One paragraph, then three examples, then the flags.
+		// One paragraph of what run does, then three examples, then the
+		// usage line and the flags.
+		assert.True(t, strings.HasPrefix(out, "nomad-log-forwarder run follows"), "%v: %s", args, out)
 		head, flags, ok := strings.Cut(out, "\nFlags:\n")
 		require.True(t, ok, "%v", args)
 		paragraphs := strings.Split(strings.TrimSpace(head), "\n\n")
 		require.GreaterOrEqual(t, len(paragraphs), 3, "%v", args)
-		assert.NotContains(t, paragraphs[1], "\n  ", "the description is one paragraph")
-		assert.True(t, strings.HasPrefix(paragraphs[2], "Examples:"), "%v", args)
-		assert.Equal(t, 3, strings.Count(head, "\n  nomad-log-forwarder run")+strings.Count(head, "\\\n    nomad-log-forwarder run"), "three examples")
+		assert.NotContains(t, paragraphs[0], "\n  ", "the description is one paragraph")
+		assert.True(t, strings.HasPrefix(paragraphs[1], "Examples:"), "%v", args)
+		assert.Equal(t, "Usage: nomad-log-forwarder run [flags]", paragraphs[len(paragraphs)-1])
+		assert.Equal(t, 3, strings.Count(head, "\n  # "), "three examples, each with its comment")
+		assert.Equal(t, 3, strings.Count(head, "nomad-log-forwarder run --"), "three example command lines")
 		assert.Contains(t, flags, "--output")
 		assert.Empty(t, errOut, "%v", args)
 	}

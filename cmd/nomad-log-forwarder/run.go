@@ -69,9 +69,7 @@ type runFlags struct {
 	cpuProfile    string
 }
 
-const runUsage = `Usage: nomad-log-forwarder run [flags]
-
-run follows the stdout and stderr log files of every task of every allocation
+const runUsage = `nomad-log-forwarder run follows the stdout and stderr log files of every task of every allocation
 on this Nomad client node (found through the Nomad API, or with --offline in
 --alloc-dir), wraps each line in a JSON object naming its namespace, job,
 group, task and allocation, and sends it to --output. The checkpoint records
@@ -90,6 +88,8 @@ Examples:
 
   # Backfill what is on disk once, without the API, to stdout
   nomad-log-forwarder run --offline --once --alloc-dir /opt/nomad/data/alloc --output stdout
+
+Usage: nomad-log-forwarder run [flags]
 
 Flags:
 `
