@@ -1,7 +1,9 @@
 package e2e_test
 
 import (
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -93,4 +95,27 @@ func TestForgetAsRootKeepsTheDaemonsCheckpoint(t *testing.T) {
 	assert.Equal(t, "65532:65532 644", strconv.Itoa(int(st.Uid))+":"+strconv.Itoa(int(st.Gid))+" "+strconv.FormatUint(uint64(st.Mode&0o777), 8))
 
 	runOnce() // would fail with "permission denied" on a root-owned 0600 file
+}
+
+// nlf_build_info says which build runs.
+func TestBuildInfoIsServed(t *testing.T) {
+	addr := freeAddr(t)
+	p := e2e.Start(t, "run", "--offline", "--alloc-dir", t.TempDir(), "--checkpoint", filepath.Join(t.TempDir(), "cp"),
+		"--output", "stdout", "--metrics-addr", addr)
+	var body string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 10*time.Millisecond)
+	assert.Regexp(t, `(?m)^nlf_build_info\{goversion="go1\.[^"]+",version="[^"]+"\} 1$`, body)
+	require.NoError(t, p.Signal(syscall.SIGTERM))
+	code, err := p.Wait(10 * time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, 0, code)
 }
