@@ -206,8 +206,19 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// onceFailed is run's error when --once stopped before the output
+// confirmed every line (an *tailer.UnfinishedError: exit 3), with what
+// went wrong at shutdown, if anything (the output's own error when it gave
+// up).
+func onceFailed(unfinished, shutdown error) error {
+	if shutdown != nil {
+		return fmt.Errorf("%w; at shutdown: %v", unfinished, shutdown)
+	}
+	return unfinished
+}
+
 // run wires the packages and owns every goroutine it starts.
-func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
+func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 
@@ -291,10 +302,13 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 		})
 	}
 
-	var onceErr error // *tailer.UnfinishedError: exit 3
 	if f.once {
 		log.Info("reading every stream to its end", zap.Int("streams", len(once)), zap.Stringer("output", writer))
-		onceErr = manager.RunOnce(ctx, once)
+		if unfinished := manager.RunOnce(ctx, once); unfinished != nil {
+			// Deferred, to be run's answer (exit 3) however the shutdown
+			// below ends.
+			defer func() { err = onceFailed(unfinished, err) }()
+		}
 	} else {
 		updates := make(chan []enrich.Desired)
 		wg.Go(func() { discover(bgCtx, updates) })
@@ -316,12 +330,6 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 	}
 	if err := store.Save(); err != nil {
 		return err
-	}
-	if onceErr != nil {
-		if writeErr != nil {
-			return fmt.Errorf("%w; the output gave up: %v", onceErr, writeErr)
-		}
-		return onceErr
 	}
 	if writeErr != nil {
 		return writeErr
