@@ -73,14 +73,22 @@ func (e *CorruptError) Unwrap() error { return e.Err }
 
 // Read loads the entries of the checkpoint at path. A missing file is an
 // empty checkpoint; anything that does not decode completely and match its
-// checksum is a *CorruptError.
+// checksum is a *CorruptError. A symlink, a file that is not regular or one
+// larger than MaxFileBytes is a *RefusedError.
 func Read(path string) ([]Entry, error) {
-	data, err := os.ReadFile(path)
+	entries, err := ReadExisting(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
+	return entries, err
+}
+
+// ReadExisting is Read for a checkpoint that must exist: a missing one is
+// a *NotFoundError ("no checkpoint at PATH").
+func ReadExisting(path string) ([]Entry, error) {
+	data, err := readFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read checkpoint %s: %w", path, err)
+		return nil, err
 	}
 	entries, err := decode(data)
 	if err != nil {
@@ -97,7 +105,12 @@ func decode(data []byte) ([]Entry, error) {
 	dec := msgpack.NewDecoder(r)
 	var f file
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("decode envelope: %w", err)
+		// msgpack's message quotes the byte it stumbled on: a file that is
+		// not a checkpoint at all must not have its content printed.
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, errors.New("the envelope is truncated")
+		}
+		return nil, errors.New("not a checkpoint: no msgpack envelope at its start")
 	}
 	if rest, _ := io.ReadAll(dec.Buffered()); r.Len() != 0 || len(rest) != 0 {
 		return nil, errors.New("trailing bytes after the envelope")
@@ -148,11 +161,9 @@ type Store struct {
 }
 
 // Open loads the checkpoint at path, removing temp files that a crash
-// during an earlier save left in its folder. m may be nil.
+// during an earlier save left in its folder. m may be nil. The folder is
+// created if missing; a missing file is an empty checkpoint.
 func Open(path string, m *Metrics) (*Store, error) {
-	if m == nil {
-		m = NewMetrics(nil)
-	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create checkpoint folder: %w", err)
 	}
@@ -160,12 +171,29 @@ func Open(path string, m *Metrics) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newStore(path, m, entries), nil
+}
+
+// OpenExisting is Open for a checkpoint that must exist (the offsets CLI):
+// a missing one is a *NotFoundError, and nothing is created.
+func OpenExisting(path string, m *Metrics) (*Store, error) {
+	entries, err := ReadExisting(path)
+	if err != nil {
+		return nil, err
+	}
+	return newStore(path, m, entries), nil
+}
+
+func newStore(path string, m *Metrics, entries []Entry) *Store {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
 	removeTemps(path)
 	s := &Store{path: path, now: time.Now, metrics: m, writeFile: WriteFileAtomic, entries: make(map[taskstream.ID]Entry, len(entries))}
 	for _, e := range entries {
 		s.entries[e.Key()] = e
 	}
-	return s, nil
+	return s
 }
 
 // Path is the checkpoint file's path.
@@ -277,7 +305,7 @@ func (s *Store) fileExistsLocked() bool {
 	if s.saved > 0 {
 		return true
 	}
-	_, err := os.Stat(s.path)
+	_, err := os.Lstat(s.path)
 	return err == nil
 }
 
@@ -308,14 +336,18 @@ func (s *Store) Run(ctx context.Context, interval time.Duration, onError func(er
 // WriteFileAtomic replaces path with data so that a crash at any instant
 // leaves either the old content or the new: temp file in the same folder,
 // fsync, rename over path, fsync the folder so the rename itself is durable.
+// The new file keeps the owner and mode of the regular file it replaces
+// (0600 when there was none); the temp file is created with O_EXCL and
+// O_NOFOLLOW, so a name planted in the folder is never written through.
 func WriteFileAtomic(path string, data []byte) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
-	tmp, err := os.CreateTemp(dir, base+tempInfix+"*")
+	own := ownerOf(path)
+	tmp, err := createTemp(dir, base, randomSuffix)
 	if err != nil {
-		return fmt.Errorf("create temp file: %w", err)
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -323,6 +355,9 @@ func WriteFileAtomic(path string, data []byte) (err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
+	if err = own.apply(tmp); err != nil {
+		return err
+	}
 	if _, err = tmp.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", tmp.Name(), err)
 	}

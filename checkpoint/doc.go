@@ -11,4 +11,12 @@
 // file always ends up with the newest snapshot. A corrupt file is an error
 // that names the file and how to proceed; it is never overwritten
 // silently.
+//
+// The checkpoint, its lock and its temp files are opened with O_NOFOLLOW,
+// only regular files of at most MaxFileBytes are read, and a rewrite keeps
+// the owner and mode of the file it replaces: the offsets CLI runs as root
+// in a folder the daemon's user can write (safefile.go). Lock, Open and
+// Read create the folder or treat a missing file as empty, for the daemon;
+// their *Existing variants, for the CLI, create nothing and report a
+// missing checkpoint as a *NotFoundError.
 package checkpoint

@@ -27,11 +27,19 @@
 # Run from the repository root (file() reads paths relative to it):
 #
 #   nomad job run deploy/nomad-log-forwarder.nomad.hcl
+#   nomad job run -var image=registry.example.com/nomad-log-forwarder:0.1.0 deploy/nomad-log-forwarder.nomad.hcl
+#
+# No Docker on the clients? deploy/nomad-log-forwarder-exec.nomad.hcl runs
+# the release tarball with exec or raw_exec.
 
 variable "image" {
-  description = "The forwarder's image (build it with deploy/Dockerfile)."
+  # Never a :latest tag: Nomad's docker driver always pulls those, so a
+  # locally loaded image would never be used. `make image` builds this tag
+  # (the VERSION file). The clients must be able to pull it from a
+  # registry, or have it loaded on every node (docker load).
+  description = "The forwarder's image (make image, or deploy/Dockerfile), with a version tag."
   type        = string
-  default     = "nomad-log-forwarder:latest"
+  default     = "nomad-log-forwarder:0.1.0"
 }
 
 variable "vector_image" {
@@ -84,6 +92,8 @@ job "nomad-log-forwarder" {
         image = var.vector_image
         # Vector refuses to start while a socket file is left over from a
         # previous run of the task; the shared /alloc dir outlives it.
+        # (vector.toml puts the socket at ${NOMAD_ALLOC_DIR}/vector.sock,
+        # which is /alloc/vector.sock here.)
         entrypoint = ["/bin/sh", "-c"]
         args       = ["rm -f /alloc/vector.sock && exec vector --config /local/vector.toml"]
       }

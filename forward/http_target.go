@@ -26,6 +26,14 @@ func ParseHTTPURL(spec string) (*url.URL, error) {
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("output %s: want http://HOST:PORT/PATH or https://HOST:PORT/PATH", u.Redacted())
 	}
+	if strings.HasSuffix(u.Host, ":") {
+		return nil, fmt.Errorf("output %s: the port is empty", u.Redacted())
+	}
+	if port := u.Port(); port != "" {
+		if err := checkPort(port); err != nil {
+			return nil, fmt.Errorf("output %s: %w", u.Redacted(), err)
+		}
+	}
 	if u.Path == "" {
 		u.Path = "/"
 	}

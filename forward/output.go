@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,10 +23,18 @@ type Output interface {
 var ErrPermanent = errors.New("output cannot be reopened")
 
 // ParseOutput understands "stdout" (written to stdout), "tcp://HOST:PORT"
-// and "unix:///PATH".
+// and "unix:///PATH". It only parses, so it can check --output before
+// anything starts.
 func ParseOutput(spec string, stdout io.Writer) (Output, error) {
 	if spec == "" || spec == "stdout" || spec == "-" {
 		return &stdoutOutput{w: stdout}, nil
+	}
+	if !strings.Contains(spec, "://") {
+		// "127.0.0.1:9000" does not parse as a URL and "vector:9000"
+		// parses as scheme "vector": say what was meant.
+		if host, port, err := net.SplitHostPort(spec); err == nil && isDigits(port) {
+			return nil, fmt.Errorf("output %q: a bare HOST:PORT is not an output; did you mean tcp://%s?", spec, net.JoinHostPort(host, port))
+		}
 	}
 	u, err := url.Parse(spec)
 	if err != nil {
@@ -35,6 +44,12 @@ func ParseOutput(spec string, stdout io.Writer) (Output, error) {
 	case "tcp":
 		if u.Host == "" || u.Port() == "" {
 			return nil, fmt.Errorf("output %q: want tcp://HOST:PORT", spec)
+		}
+		if u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return nil, fmt.Errorf("output %q: a tcp:// output is HOST:PORT and nothing else (no path); want tcp://%s", spec, u.Host)
+		}
+		if err := checkPort(u.Port()); err != nil {
+			return nil, fmt.Errorf("output %q: %w", spec, err)
 		}
 		return &netOutput{network: "tcp", address: u.Host}, nil
 	case "unix":
@@ -48,6 +63,25 @@ func ParseOutput(spec string, stdout io.Writer) (Output, error) {
 		return &netOutput{network: "unix", address: path}, nil
 	}
 	return nil, fmt.Errorf("output %q: unknown scheme %q (want stdout, tcp://HOST:PORT, unix:///PATH, http://HOST:PORT/PATH or https://HOST:PORT/PATH)", spec, strings.TrimSuffix(u.Scheme, ":"))
+}
+
+// checkPort accepts a decimal port in 1-65535 (url.Parse lets any digits
+// through, and 0 would dial nothing useful).
+func checkPort(port string) error {
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %s is outside 1-65535", port)
+	}
+	return nil
+}
+
+func isDigits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 type netOutput struct {

@@ -134,3 +134,18 @@ func BenchmarkLagBytesHostileFolder(b *testing.B) {
 		}
 	}
 }
+
+func TestLagBytesSaysWhenItCannotMeasure(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "x")
+	gone := lagEntry("web", "stdout", 0, 0)
+	gone.AllocID = "0b7f3c5e-1111-2222-3333-444455556666"
+	_, err := tailer.LagBytes(h.root, gone)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), filepath.Join(h.root.Path(), gone.AllocID, "alloc", "logs"))
+
+	bad := lagEntry("web", "stdout", 0, 0)
+	bad.AllocID = "../" + testAlloc
+	_, err = tailer.LagBytes(h.root, bad)
+	require.Error(t, err)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -220,7 +221,7 @@ func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams 
 			defer cancel()
 			err := s.run(sctx)
 			close(r.done)
-			if err != nil && !errors.Is(err, errFinished) {
+			if err != nil && !errors.Is(err, errFinished) && sctx.Err() == nil {
 				s.log.Error("stream stopped", zap.Error(err))
 			}
 			select {
@@ -273,24 +274,37 @@ func (m *Manager) updateGauges(streams map[taskstream.ID]*running) {
 }
 
 // RunOnce reads every target to its end, emits each partial last line,
-// waits until the output confirmed everything, and returns.
+// waits until the output confirmed everything, and returns. It returns
+// nil only when every stream finished with everything it read confirmed
+// and committed; when ctx ended first (SIGTERM, or the output gave up) it
+// returns an *UnfinishedError.
 func (m *Manager) RunOnce(ctx context.Context, targets []enrich.Desired) error {
 	cfg := m.cfg
 	cfg.DrainDelay = 0
 	var wg sync.WaitGroup
+	var unfinished atomic.Int64
 	for _, d := range targets {
 		d.Terminal = true
 		s := newStream(&cfg, d, false, &m.readBuf)
 		wg.Go(func() {
-			if err := s.run(ctx); err != nil && !errors.Is(err, errFinished) {
+			err := s.run(ctx)
+			if err != nil && !errors.Is(err, errFinished) && ctx.Err() == nil {
 				s.log.Error("stream stopped", zap.Error(err))
+			}
+			// nil: read to its end and confirmed; errFinished: nothing
+			// to read; anything else (ctx ended) left lines behind.
+			if err != nil && !errors.Is(err, errFinished) {
+				unfinished.Add(1)
 			}
 		})
 	}
 	m.cfg.Metrics.TargetsActive.Set(float64(len(targets)))
 	wg.Wait()
 	m.cfg.Metrics.TargetsActive.Set(0)
-	return ctx.Err()
+	if n := unfinished.Load(); n > 0 {
+		return &UnfinishedError{Streams: int(n), Of: len(targets), Err: context.Cause(ctx)}
+	}
+	return nil
 }
 
 // track registers a started stream for the lag metrics and its job's

@@ -122,7 +122,8 @@ func (s *stream) undrain() bool { return s.state.CompareAndSwap(stateDraining, s
 
 func (s *stream) poke() { s.notices.poke() }
 
-// run follows the stream until it is drained (nil) or ctx ends.
+// run follows the stream until it is drained (nil) or ctx ends (its
+// error: what the output did not confirm is read again by the next run).
 func (s *stream) run(ctx context.Context) error {
 	defer s.cfg.Budget.leave(s.files.hold)
 	defer s.closeAll()
@@ -144,7 +145,7 @@ func (s *stream) run(ctx context.Context) error {
 		if needRead {
 			more, err := s.pump(ctx)
 			if err != nil {
-				return nil // ctx ended
+				return err // ctx ended
 			}
 			needRead = more
 		}
@@ -157,7 +158,7 @@ func (s *stream) run(ctx context.Context) error {
 			if wait := s.cfg.DrainDelay - time.Since(s.lastData); wait <= 0 {
 				done, err := s.finish(ctx)
 				if err != nil || done {
-					return nil
+					return err
 				}
 				needRead = true
 				continue
@@ -171,7 +172,7 @@ func (s *stream) run(ctx context.Context) error {
 			// A fair-share pause: take what waits, without waiting.
 			select {
 			case <-ctx.Done():
-				return nil
+				return ctx.Err()
 			case <-s.notices.wake:
 				s.onWake()
 			case a := <-s.win.acks:
@@ -182,7 +183,7 @@ func (s *stream) run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return ctx.Err()
 		case <-s.notices.wake:
 			s.onWake()
 			needRead = true

@@ -72,10 +72,36 @@ type runFlags struct {
 	cpuProfile    string
 }
 
-func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
+const runUsage = `nomad-log-forwarder run follows the stdout and stderr log files of every task of every allocation
+on this Nomad client node (found through the Nomad API, or with --offline in
+--alloc-dir), wraps each line in a JSON object naming its namespace, job,
+group, task and allocation, and sends it to --output. The checkpoint records
+what the output confirmed, so that a restart resumes exactly there. It runs
+until SIGINT or SIGTERM; with --once, until every stream is read to its end
+(exit 3 if the output did not confirm every line by then).
+
+Examples:
+  # The system job (deploy/): the Task API, Vector's socket in the allocation
+  nomad-log-forwarder run --alloc-dir /nomad-alloc --node-id "$NODE_ID" \
+    --checkpoint /var/lib/nomad-log-forwarder/checkpoint.msgpack --output unix:///alloc/vector.sock
+
+  # On a client host, to Vector's http_server source (acknowledged delivery)
+  NOMAD_ADDR=http://127.0.0.1:4646 NOMAD_TOKEN=... \
+    nomad-log-forwarder run --alloc-dir /opt/nomad/data/alloc --output http://127.0.0.1:8080/
+
+  # Backfill what is on disk once, without the API, to stdout
+  nomad-log-forwarder run --offline --once --alloc-dir /opt/nomad/data/alloc --output stdout
+
+Usage: nomad-log-forwarder run [flags]
+
+Flags:
+`
+
+func parseRunFlags(args []string, stdout, stderr io.Writer) (*runFlags, error) {
 	f := &runFlags{}
 	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stdout, runUsage, fs.FlagUsages()) }
 	fs.StringVar(&f.allocDir, "alloc-dir", defaultAllocDir, "Nomad client's alloc dir (<data_dir>/alloc)")
 	fs.StringVar(&f.checkpointPath, "checkpoint", defaultCheckpoint, "checkpoint file (msgpack); keep it outside any alloc dir")
 	fs.DurationVar(&f.checkpointInterval, "checkpoint-interval", time.Second, "how often the checkpoint is saved when something changed")
@@ -155,22 +181,25 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 			return nil, fmt.Errorf("--node-id: %w", err)
 		}
 	}
+	if err := checkOutput(f.output); err != nil {
+		return nil, fmt.Errorf("--output: %w", err)
+	}
 	return f, nil
 }
 
 func runCommand(args []string, stdout, stderr io.Writer) int {
-	f, err := parseRunFlags(args, stderr)
+	f, err := parseRunFlags(args, stdout, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "nomad-log-forwarder run:", err)
-		return 2
+		return exitUsage
 	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "nomad-log-forwarder run:", err)
-		return 2
+		return exitUsage
 	}
 	defer log.Sync()
 	if f.cpuProfile != "" {
@@ -182,19 +211,35 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		defer stop()
 	}
 	if err := run(f, stdout, log); err != nil {
+		if errors.As(err, new(*tailer.UnfinishedError)) {
+			log.Error("--once stopped before the output confirmed every line; the next run reads them again from the checkpoint", zap.Error(err))
+			return exitUnfinished
+		}
 		log.Error("nomad-log-forwarder stopped", zap.Error(err))
 		return 1
 	}
 	return 0
 }
 
+// onceFailed is run's error when --once stopped before the output
+// confirmed every line (an *tailer.UnfinishedError: exit 3), with what
+// went wrong at shutdown, if anything (the output's own error when it gave
+// up).
+func onceFailed(unfinished, shutdown error) error {
+	if shutdown != nil {
+		return fmt.Errorf("%w; at shutdown: %v", unfinished, shutdown)
+	}
+	return unfinished
+}
+
 // run wires the packages and owns every goroutine it starts.
-func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
+func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		telemetry.NewBuildInfo(versionString()))
 	writer, err := newOutput(f, stdout, log, reg)
 	if err != nil {
 		return err
@@ -269,7 +314,11 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) error {
 
 	if f.once {
 		log.Info("reading every stream to its end", zap.Int("streams", len(once)), zap.Stringer("output", writer))
-		_ = manager.RunOnce(ctx, once)
+		if unfinished := manager.RunOnce(ctx, once); unfinished != nil {
+			// Deferred, to be run's answer (exit 3) however the shutdown
+			// below ends.
+			defer func() { err = onceFailed(unfinished, err) }()
+		}
 	} else {
 		updates := make(chan []enrich.Desired)
 		wg.Go(func() { discover(bgCtx, updates) })
@@ -314,6 +363,17 @@ type output interface {
 	Run(ctx context.Context) error
 	Close()
 	String() string
+}
+
+// checkOutput parses --output without connecting, so that a mistake is a
+// usage error (exit 2) before anything starts.
+func checkOutput(spec string) error {
+	if forward.IsHTTP(spec) {
+		_, err := forward.ParseHTTPURL(spec)
+		return err
+	}
+	_, err := forward.ParseOutput(spec, io.Discard)
+	return err
 }
 
 // newOutput picks the writer that --output names.
