@@ -245,3 +245,18 @@ func FuzzEventIsValidJSON(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAppendLineAllKeys is BenchmarkAppendLine with every nomad key
+// set: the keys are rendered once, so a line costs only their bytes.
+func BenchmarkAppendLineAllKeys(b *testing.B) {
+	r := NewRenderer(Stdout, fullMeta())
+	r.SetFile("/opt/nomad/data/alloc/e333a86a-cefe-d673-f65e-b5a2e1172d99/alloc/logs/server.stdout.0")
+	ts := AppendTimestamp(nil, time.Now())
+	msg := []byte(`2026-11-25T14:00:00Z INFO request id=4711 method=GET path="/api/v1/items" status=200 took=1.2ms`)
+	buf := make([]byte, 0, 4096)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = r.AppendLine(buf[:0], ts, msg, 123456, false)
+	}
+}
