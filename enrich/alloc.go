@@ -84,8 +84,9 @@ func IsTerminal(clientStatus string) bool {
 }
 
 // FromAllocation returns both streams of every task of a, unless a is not
-// selected by opts or a task opted out. An allocation whose ID or task
-// names could lead out of the alloc dir is refused with an error.
+// selected by opts or a task opted out; the two streams of a task share
+// one TaskInfo. An allocation whose ID or task names could lead out of the
+// alloc dir is refused with an error.
 func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, error) {
 	if a == nil {
 		return nil, nil
@@ -145,7 +146,7 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 		nodeName = node.Name
 	}
 	terminal := IsTerminal(a.ClientStatus)
-	// One map for every task of the node: never changed once made.
+	// One map for all the tasks of a, shared: never changed once made.
 	nodeMeta := node.nodeMeta(opts.NodeMetaKeys)
 	var out []Desired
 	var refused []string
