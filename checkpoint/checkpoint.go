@@ -20,13 +20,29 @@ import (
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
-// FormatVersion is written into every file; a file with another version is
-// refused rather than misread.
-const FormatVersion = 1
+// FormatVersion is written into every file. Version 2 added the entries of
+// task events (EventTime, EventSeq); a version 1 file has none and loads as
+// it is. A file of a version above FormatVersion is refused rather than
+// misread: a binary of version 1 refuses a version 2 file the same way
+// ("format version 2, this build reads 1"), because it would take the event
+// entries for log streams and drop their times at its next save, so that
+// every task's events would be sent again after the upgrade that follows.
+const FormatVersion = 2
+
+// minFormatVersion is the oldest version this build still reads.
+const minFormatVersion = 1
+
+// ErrNewerVersion is in the chain of the *CorruptError for a file written by
+// a newer version of the forwarder.
+var ErrNewerVersion = errors.New("written by a newer version of nomad-log-forwarder")
 
 // Entry is the committed position of one task stream: the first byte of the
 // first line not yet confirmed written, in file <task>.<stream>.<FileIndex>,
 // whose device and inode were Dev and Inode.
+//
+// The entry of a task's events (Stream taskstream.Events, see EventMark)
+// has no file: its FileIndex, Offset, Dev and Inode are 0, and EventTime
+// and EventSeq say which events were confirmed written.
 type Entry struct {
 	AllocID   string `msgpack:"alloc_id"`
 	Task      string `msgpack:"task"`
@@ -37,9 +53,14 @@ type Entry struct {
 	Inode     uint64 `msgpack:"inode"`
 	// InLongLine: Offset is inside a line longer than --max-line-bytes
 	// whose head was already sent; the rest of it is skipped.
-	InLongLine bool      `msgpack:"in_long_line,omitempty"`
-	Finished   bool      `msgpack:"finished"`
-	UpdatedAt  time.Time `msgpack:"updated_at"`
+	InLongLine bool `msgpack:"in_long_line,omitempty"`
+	// EventTime and EventSeq, in the entry of a task's events only, are
+	// its EventMark: the Time (unix nanoseconds) of the last task event
+	// whose record the output confirmed, and that event's Seq.
+	EventTime int64     `msgpack:"event_time,omitempty"`
+	EventSeq  int       `msgpack:"event_seq,omitempty"`
+	Finished  bool      `msgpack:"finished"`
+	UpdatedAt time.Time `msgpack:"updated_at"`
 }
 
 // Key returns the stream the entry belongs to.
@@ -64,6 +85,11 @@ type CorruptError struct {
 }
 
 func (e *CorruptError) Error() string {
+	if errors.Is(e.Err, ErrNewerVersion) {
+		return fmt.Sprintf("checkpoint %s was %v; the daemon will not overwrite it. "+
+			"Run that version (or a newer one), or move the file aside to start over "+
+			"(every stream then starts as --read-from says)", e.Path, e.Err)
+	}
 	return fmt.Sprintf("checkpoint %s is unreadable: %v; the daemon will not overwrite it. "+
 		"Move it aside to start over (every stream then starts as --read-from says), "+
 		"or restore a good copy", e.Path, e.Err)
@@ -115,8 +141,11 @@ func decode(data []byte) ([]Entry, error) {
 	if rest, _ := io.ReadAll(dec.Buffered()); r.Len() != 0 || len(rest) != 0 {
 		return nil, errors.New("trailing bytes after the envelope")
 	}
-	if f.Version != FormatVersion {
-		return nil, fmt.Errorf("format version %d, this build reads %d", f.Version, FormatVersion)
+	switch {
+	case f.Version > FormatVersion:
+		return nil, fmt.Errorf("%w (format version %d, this build reads %d to %d)", ErrNewerVersion, f.Version, minFormatVersion, FormatVersion)
+	case f.Version < minFormatVersion:
+		return nil, fmt.Errorf("format version %d is unknown (this build reads %d to %d)", f.Version, minFormatVersion, FormatVersion)
 	}
 	if got := crc32.Checksum(f.Entries, crcTable); got != f.Checksum {
 		return nil, fmt.Errorf("checksum mismatch (stored %08x, computed %08x)", f.Checksum, got)
@@ -126,11 +155,32 @@ func decode(data []byte) ([]Entry, error) {
 		return nil, fmt.Errorf("decode entries: %w", err)
 	}
 	for i, e := range entries {
-		if e.AllocID == "" || e.Task == "" || e.Stream == "" || e.FileIndex < 0 || e.Offset < 0 {
-			return nil, fmt.Errorf("entry %d is invalid: %+v", i, e)
+		if err := e.validate(f.Version); err != nil {
+			return nil, fmt.Errorf("entry %d is invalid (%v): %+v", i, err, e)
 		}
 	}
 	return entries, nil
+}
+
+func (e Entry) validate(version int) error {
+	switch {
+	case e.AllocID == "" || e.Task == "" || e.Stream == "":
+		return errors.New("no alloc ID, task or stream")
+	case !e.Key().IsEvents():
+		if e.FileIndex < 0 || e.Offset < 0 {
+			return errors.New("negative file index or offset")
+		}
+		if e.EventTime != 0 || e.EventSeq != 0 {
+			return errors.New("an event time on a log stream")
+		}
+	case version < 2:
+		return errors.New("an entry of task events in a format 1 file")
+	case e.FileIndex != 0 || e.Offset != 0 || e.Dev != 0 || e.Inode != 0 || e.InLongLine:
+		return errors.New("a file position on the entry of task events")
+	case e.EventTime < 0 || e.EventSeq < 0:
+		return errors.New("negative event time or sequence")
+	}
+	return nil
 }
 
 func encode(entries []Entry) ([]byte, error) {

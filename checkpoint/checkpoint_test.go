@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -94,19 +95,158 @@ func TestCorruptCheckpointIsRefusedAndKept(t *testing.T) {
 	}
 }
 
-func TestOtherFormatVersionIsRefused(t *testing.T) {
-	raw, err := encode([]Entry{entry("a", 0, 0)})
+// withVersion re-encodes a saved file's envelope with another version.
+func withVersion(t *testing.T, entries []Entry, version int) []byte {
+	t.Helper()
+	raw, err := encode(entries)
 	require.NoError(t, err)
-	// Re-encode the envelope with a future version.
 	var f file
 	require.NoError(t, decodeEnvelope(raw, &f))
-	f.Version = FormatVersion + 1
+	f.Version = version
 	data, err := encodeEnvelope(&f)
 	require.NoError(t, err)
+	return data
+}
+
+func TestNewerFormatVersionIsRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cp")
+	data := withVersion(t, []Entry{entry("a", 0, 0)}, FormatVersion+1)
 	require.NoError(t, os.WriteFile(path, data, 0o644))
-	_, err = Read(path)
-	require.ErrorContains(t, err, "format version")
+	_, err := Open(path, nil)
+	var corrupt *CorruptError
+	require.ErrorAs(t, err, &corrupt)
+	require.ErrorIs(t, err, ErrNewerVersion)
+	assert.Contains(t, err.Error(), "written by a newer version")
+	assert.Contains(t, err.Error(), fmt.Sprintf("format version %d", FormatVersion+1))
+	assert.Contains(t, err.Error(), path)
+	after, _ := os.ReadFile(path)
+	assert.Equal(t, data, after, "never overwritten")
+}
+
+func TestUnknownOlderFormatVersionIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cp")
+	require.NoError(t, os.WriteFile(path, withVersion(t, []Entry{entry("a", 0, 0)}, 0), 0o644))
+	_, err := Read(path)
+	var corrupt *CorruptError
+	require.ErrorAs(t, err, &corrupt)
+	assert.NotErrorIs(t, err, ErrNewerVersion)
+	assert.Contains(t, err.Error(), "format version 0 is unknown")
+}
+
+// testdata/format-1.msgpack was saved by the build before format 2 (commit
+// 4a847d4): two log streams, one of them finished.
+func TestFormat1FileLoadsAndIsRewrittenAsTheCurrentFormat(t *testing.T) {
+	data, err := os.ReadFile("testdata/format-1.msgpack")
+	require.NoError(t, err)
+	var f file
+	require.NoError(t, decodeEnvelope(data, &f))
+	require.Equal(t, 1, f.Version, "the fixture is a format 1 file")
+
+	path := filepath.Join(t.TempDir(), "checkpoint.msgpack")
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	s, err := Open(path, nil)
+	require.NoError(t, err)
+	got := s.Entries()
+	require.Len(t, got, 2)
+	assert.Equal(t, Entry{AllocID: "b224a5bb-2a7a-41c1-0927-0a6e3f1d9428", Task: "crash", Stream: "stderr",
+		Offset: 120, Dev: 2049, Inode: 1311, Finished: true, UpdatedAt: got[0].UpdatedAt}, got[0])
+	assert.Equal(t, int64(3), got[1].FileIndex)
+	assert.Equal(t, int64(4096), got[1].Offset)
+	_, ok := s.EventMark("e333a86a-cefe-d673-f65e-b5a2e1172d99", "server")
+	assert.False(t, ok, "a format 1 file knows no events")
+
+	s.CommitEventMark("e333a86a-cefe-d673-f65e-b5a2e1172d99", "server", EventMark{Time: 1795566355075054829, Seq: 1})
+	require.NoError(t, s.Save())
+	written, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, decodeEnvelope(written, &f))
+	assert.Equal(t, FormatVersion, f.Version)
+	reread, err := Read(path)
+	require.NoError(t, err)
+	assert.Len(t, reread, 3)
+}
+
+func TestEventMarkRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "checkpoint.msgpack")
+	s, err := Open(path, nil)
+	require.NoError(t, err)
+	_, ok := s.EventMark("a", "web")
+	assert.False(t, ok)
+
+	assert.True(t, s.CommitEventMark("a", "web", EventMark{Time: 1795566377937628212, Seq: 1}))
+	assert.True(t, s.CommitEventMark("a", "web", EventMark{Time: 1795566377937628212, Seq: 2}), "a second event in the same nanosecond")
+	assert.False(t, s.CommitEventMark("a", "web", EventMark{Time: 1795566377937628212, Seq: 1}), "never back")
+	assert.False(t, s.CommitEventMark("a", "web", EventMark{Time: 1795566377860060035, Seq: 1}), "never back")
+	assert.True(t, s.CommitEventMark("a", "db", EventMark{Time: 1795566377940387007, Seq: 1}))
+	s.Commit(entry("a", 2, 10)) // a log stream of the same task, untouched by the events
+	require.NoError(t, s.Save())
+
+	s2, err := Open(path, nil)
+	require.NoError(t, err)
+	m, ok := s2.EventMark("a", "web")
+	require.True(t, ok)
+	assert.Equal(t, EventMark{Time: 1795566377937628212, Seq: 2}, m)
+	m, ok = s2.EventMark("a", "db")
+	require.True(t, ok)
+	assert.Equal(t, EventMark{Time: 1795566377940387007, Seq: 1}, m)
+	e, ok := s2.Get(taskstream.ID{AllocID: "a", Task: "web", Stream: "stdout"})
+	require.True(t, ok)
+	assert.Equal(t, int64(10), e.Offset)
+	assert.Equal(t, EventMark{}, e.EventMark())
+
+	// The entries of events are entries like the others: listed, and
+	// deleted with the allocation's streams.
+	var events []string
+	for _, e := range s2.Entries() {
+		if e.Key().IsEvents() {
+			events = append(events, e.Task)
+			assert.False(t, e.UpdatedAt.IsZero())
+		}
+	}
+	assert.Equal(t, []string{"db", "web"}, events)
+	s2.Delete(taskstream.EventsOf("a", "web"))
+	_, ok = s2.EventMark("a", "web")
+	assert.False(t, ok)
+}
+
+func TestEventMarkKeepsFinished(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "cp"), nil)
+	require.NoError(t, err)
+	s.Commit(Entry{AllocID: "a", Task: "web", Stream: taskstream.Events, EventTime: 5, EventSeq: 1, Finished: true})
+	require.True(t, s.CommitEventMark("a", "web", EventMark{Time: 6, Seq: 1}))
+	e, _ := s.Get(taskstream.EventsOf("a", "web"))
+	assert.True(t, e.Finished)
+	assert.Equal(t, int64(6), e.EventTime)
+}
+
+func TestInvalidEventEntriesAreRefused(t *testing.T) {
+	for name, c := range map[string]struct {
+		e       Entry
+		version int
+	}{
+		"event time on a log stream": {Entry{AllocID: "a", Task: "t", Stream: "stdout", EventTime: 5}, FormatVersion},
+		"offset on the events":       {Entry{AllocID: "a", Task: "t", Stream: taskstream.Events, Offset: 5, EventTime: 5}, FormatVersion},
+		"negative event time":        {Entry{AllocID: "a", Task: "t", Stream: taskstream.Events, EventTime: -1}, FormatVersion},
+		"events in a format 1 file":  {Entry{AllocID: "a", Task: "t", Stream: taskstream.Events, EventTime: 5}, 1},
+		"negative offset, as ever":   {Entry{AllocID: "a", Task: "t", Stream: "stdout", Offset: -1}, FormatVersion},
+		"no task, as ever":           {Entry{AllocID: "a", Stream: taskstream.Events, EventTime: 5}, FormatVersion},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "cp")
+			require.NoError(t, os.WriteFile(path, withVersion(t, []Entry{c.e}, c.version), 0o644))
+			_, err := Read(path)
+			var corrupt *CorruptError
+			require.ErrorAs(t, err, &corrupt)
+			assert.Contains(t, err.Error(), "is invalid")
+		})
+	}
+	// The same entry of events in the current format is good.
+	path := filepath.Join(t.TempDir(), "cp")
+	require.NoError(t, os.WriteFile(path, withVersion(t, []Entry{{AllocID: "a", Task: "t", Stream: taskstream.Events, EventTime: 5, EventSeq: 1}}, FormatVersion), 0o644))
+	got, err := Read(path)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, EventMark{Time: 5, Seq: 1}, got[0].EventMark())
 }
 
 func TestLeftoverTempFileIsIgnoredAndRemoved(t *testing.T) {

@@ -1,6 +1,8 @@
 // Package checkpoint persists, per task stream, the position up to which
 // lines were confirmed written by the output: never a position that was only
-// read. The file is msgpack with a format version and a checksum, replaced
+// read, and per task how far the records of its Nomad task events were
+// confirmed (an EventMark, in an entry keyed by the task's Events stream).
+// The file is msgpack with a format version and a checksum, replaced
 // atomically (temp file in the same folder, fsync, rename, fsync of the
 // folder), so a crash at any instant leaves the old file or the new one.
 //

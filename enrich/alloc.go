@@ -22,9 +22,15 @@ type Options struct {
 	// MetaKeys are copied from task, group or job meta (nearest wins)
 	// into nomad.meta.KEY.
 	MetaKeys []string
+	// NodeMetaKeys are copied from the node's meta into
+	// nomad.node_meta.KEY (--node-meta).
+	NodeMetaKeys []string
 	// SelfAllocID is the forwarder's own allocation, never tailed: its
 	// output would be read back in, a feedback loop.
 	SelfAllocID string
+	// TaskEvents fills TaskInfo.Events (--task-events); without it they
+	// are left out.
+	TaskEvents bool
 }
 
 func (o Options) wantsNamespace(ns string) bool {
@@ -44,6 +50,27 @@ type Node struct {
 	ID         string
 	Name       string
 	Datacenter string
+	// Region is the agent's region; empty when unknown (each allocation
+	// then gives its Job.Region, the same on every node of a region).
+	Region string
+	Pool   string
+	Class  string
+	// Meta is the node's meta, from which Options.NodeMetaKeys are taken.
+	Meta map[string]string
+}
+
+// nodeMeta picks the keys of the node's meta that are set.
+func (n Node) nodeMeta(keys []string) map[string]string {
+	var out map[string]string
+	for _, k := range keys {
+		if v, ok := n.Meta[k]; ok {
+			if out == nil {
+				out = make(map[string]string, len(keys))
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // IsTerminal reports whether an allocation's client status is final:
@@ -57,8 +84,9 @@ func IsTerminal(clientStatus string) bool {
 }
 
 // FromAllocation returns both streams of every task of a, unless a is not
-// selected by opts or a task opted out. An allocation whose ID or task
-// names could lead out of the alloc dir is refused with an error.
+// selected by opts or a task opted out; the two streams of a task share
+// one TaskInfo. An allocation whose ID or task names could lead out of the
+// alloc dir is refused with an error.
 func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, error) {
 	if a == nil {
 		return nil, nil
@@ -71,7 +99,8 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 	}
 	var group *api.TaskGroup
 	var jobMeta map[string]string
-	jobName, jobType := a.JobID, ""
+	jobName, jobType, region := a.JobID, "", node.Region
+	parent, dispatched, periodicChild := jobLineage(a.Job)
 	if a.Job != nil {
 		jobMeta = a.Job.Meta
 		if a.Job.Name != nil && *a.Job.Name != "" {
@@ -79,6 +108,9 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 		}
 		if a.Job.Type != nil {
 			jobType = *a.Job.Type
+		}
+		if region == "" && a.Job.Region != nil {
+			region = *a.Job.Region
 		}
 		for _, g := range a.Job.TaskGroups {
 			if g != nil && g.Name != nil && *g.Name == a.TaskGroup {
@@ -93,19 +125,17 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 		groupMeta, tasks = group.Meta, group.Tasks
 	}
 	names := make([]string, 0, len(tasks))
-	taskMeta := make(map[string]map[string]string, len(tasks))
-	logConfig := make(map[string]*api.LogConfig, len(tasks))
+	defs := make(map[string]*api.Task, len(tasks))
 	for _, t := range tasks {
 		if t != nil {
 			names = append(names, t.Name)
-			taskMeta[t.Name] = t.Meta
-			logConfig[t.Name] = t.LogConfig
+			defs[t.Name] = t
 		}
 	}
 	for name := range a.TaskStates {
-		if _, ok := taskMeta[name]; !ok {
+		if _, ok := defs[name]; !ok {
 			names = append(names, name)
-			taskMeta[name] = nil
+			defs[name] = nil
 		}
 	}
 	nodeID, nodeName := a.NodeID, a.NodeName
@@ -116,6 +146,8 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 		nodeName = node.Name
 	}
 	terminal := IsTerminal(a.ClientStatus)
+	// One map for all the tasks of a, shared: never changed once made.
+	nodeMeta := node.nodeMeta(opts.NodeMetaKeys)
 	var out []Desired
 	var refused []string
 	for _, task := range names {
@@ -123,14 +155,24 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 			refused = append(refused, err.Error())
 			continue
 		}
-		levels := []map[string]string{taskMeta[task], groupMeta, jobMeta}
+		def := defs[task]
+		var taskMeta map[string]string
+		if def != nil {
+			taskMeta = def.Meta
+		}
+		levels := []map[string]string{taskMeta, groupMeta, jobMeta}
 		if v, ok := nearest(levels, OptOutKey); ok && isOff(v) {
 			continue
 		}
+		info := newTaskInfo(a.ID, task, def, a.TaskStates[task], opts.TaskEvents)
 		meta := Meta{
-			Namespace: a.Namespace, NodeID: nodeID, NodeName: nodeName, Datacenter: node.Datacenter,
-			JobID: a.JobID, JobName: jobName, JobType: jobType, GroupName: a.TaskGroup,
-			TaskName: task, AllocID: a.ID, AllocName: a.Name, AllocIndex: allocIndex(a.Name),
+			Namespace: a.Namespace, Region: region, NodeID: nodeID, NodeName: nodeName,
+			NodePool: node.Pool, NodeClass: node.Class, Datacenter: node.Datacenter,
+			JobID: a.JobID, JobName: jobName, JobType: jobType,
+			ParentJobID: parent, Dispatched: dispatched, PeriodicChild: periodicChild,
+			GroupName: a.TaskGroup, TaskName: task, TaskLifecycle: info.Lifecycle, TaskSidecar: info.Sidecar,
+			AllocID: a.ID, AllocName: a.Name, AllocIndex: allocIndex(a.Name), Restarts: info.Restarts,
+			NodeMeta: nodeMeta,
 		}
 		for _, k := range opts.MetaKeys {
 			if v, ok := nearest(levels, k); ok {
@@ -141,24 +183,14 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 			}
 		}
 		for _, stream := range Streams {
-			d := Desired{Target: taskstream.ID{AllocID: a.ID, Task: task, Stream: stream}, Meta: meta, Terminal: terminal}
-			if lc := logConfig[task]; lc != nil {
-				d.MaxFiles, d.MaxFileSizeMB = deref(lc.MaxFiles), deref(lc.MaxFileSizeMB)
-			}
-			out = append(out, d)
+			out = append(out, Desired{Target: taskstream.ID{AllocID: a.ID, Task: task, Stream: stream}, Meta: meta, Terminal: terminal, Task: info,
+				MaxFiles: info.LogConfig.MaxFiles, MaxFileSizeMB: info.LogConfig.MaxFileSizeMB})
 		}
 	}
 	if len(refused) > 0 {
 		return out, fmt.Errorf("allocation %s: refusing task names: %s", a.ID, strings.Join(refused, "; "))
 	}
 	return out, nil
-}
-
-func deref(p *int) int {
-	if p == nil {
-		return 0
-	}
-	return *p
 }
 
 func nearest(levels []map[string]string, key string) (string, bool) {

@@ -13,6 +13,13 @@
 // events (and on the watch's errors: an overflow lost events) and every
 // interval; the refusals it makes are logged and counted once each.
 //
+// Each target carries its task's TaskInfo (shared by the task's two
+// streams): what the listing says of the task beyond its files, its events
+// among them. A task event is rendered as a record of its own
+// (Renderer.AppendEvent), with stream "event" and no file; which events
+// were sent is the tailer's and the checkpoint's business, not this
+// package's.
+//
 // Metadata is rendered once per target into bytes; rendering a line only
 // escapes the message and appends the pre-rendered parts, so the per-line
 // path allocates nothing. Nothing here reads log files or writes to

@@ -46,6 +46,8 @@ type ClientInfo struct {
 	// "NOMAD_SECRETS_DIR/nomad_token" or "" for none.
 	TokenFrom string
 	TLS       bool
+	// Region is the client's region (NOMAD_REGION), "" for the agent's.
+	Region string
 }
 
 // The Task API socket and workload identity token file inside a task's
@@ -70,7 +72,7 @@ func NewClient(cfg ClientConfig) (*api.Client, ClientInfo, error) {
 		cfg.MaxResponseBytes = 64 << 20
 	}
 	conf := api.DefaultConfig()
-	info := ClientInfo{AddressFrom: "default"}
+	info := ClientInfo{AddressFrom: "default", Region: conf.Region}
 	secrets := os.Getenv("NOMAD_SECRETS_DIR")
 	switch {
 	case cfg.Address != "":

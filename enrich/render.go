@@ -63,66 +63,111 @@ func (r *Renderer) AppendLine(dst, timestamp, message []byte, offset int64, trun
 	return append(dst, r.nomadPart...)
 }
 
+// SetMeta renders meta for the lines that follow, as NewRenderer did: a
+// listing that changed the metadata (a task restarted) changes it here,
+// once, not per line.
+func (r *Renderer) SetMeta(meta Meta) {
+	r.nomadPart = append(appendNomad(append(r.nomadPart[:0], `,"nomad":`...), meta), "}\n"...)
+	r.truncatedNomadPart = append(append(r.truncatedNomadPart[:0], `,"truncated":true`...), r.nomadPart...)
+}
+
+// appendNomad renders the nomad object. Keys come in a fixed order; what
+// is unknown or unset is left out.
 func appendNomad(b []byte, m Meta) []byte {
-	b = append(b, '{')
-	first := true
-	field := func(key, value string) {
-		if value == "" {
-			return
-		}
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = appendString(b, key)
-		b = append(b, ':')
-		b = appendString(b, value)
+	o := object{b: append(b, '{')}
+	o.str("namespace", m.Namespace)
+	o.str("region", m.Region)
+	o.str("node_id", m.NodeID)
+	o.str("node_name", m.NodeName)
+	o.str("node_pool", m.NodePool)
+	o.str("node_class", m.NodeClass)
+	o.str("datacenter", m.Datacenter)
+	o.str("job_id", m.JobID)
+	o.str("job_name", m.JobName)
+	o.str("job_type", m.JobType)
+	o.str("parent_job_id", m.ParentJobID)
+	o.flag("dispatched", m.Dispatched)
+	o.flag("periodic_child", m.PeriodicChild)
+	o.str("group_name", m.GroupName)
+	o.str("task_name", m.TaskName)
+	if m.TaskLifecycle != "" {
+		o.str("task_lifecycle", m.TaskLifecycle)
+		o.flag("task_sidecar", m.TaskSidecar)
 	}
-	field("namespace", m.Namespace)
-	field("node_id", m.NodeID)
-	field("node_name", m.NodeName)
-	field("datacenter", m.Datacenter)
-	field("job_id", m.JobID)
-	field("job_name", m.JobName)
-	field("job_type", m.JobType)
-	field("group_name", m.GroupName)
-	field("task_name", m.TaskName)
-	field("alloc_id", m.AllocID)
-	field("alloc_name", m.AllocName)
+	o.str("alloc_id", m.AllocID)
+	o.str("alloc_name", m.AllocName)
 	if m.AllocIndex != nil {
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = append(b, `"alloc_index":`...)
-		b = strconv.AppendInt(b, int64(*m.AllocIndex), 10)
+		o.int("alloc_index", int64(*m.AllocIndex))
 	}
-	if len(m.Extra) > 0 {
-		keys := make([]string, 0, len(m.Extra))
-		for k, v := range m.Extra {
-			if v != "" {
-				keys = append(keys, k)
-			}
-		}
-		if len(keys) > 0 {
-			sort.Strings(keys)
-			if !first {
-				b = append(b, ',')
-			}
-			first = false
-			b = append(b, `"meta":{`...)
-			for i, k := range keys {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = appendString(b, k)
-				b = append(b, ':')
-				b = appendString(b, m.Extra[k])
-			}
-			b = append(b, '}')
+	if m.Restarts > 0 {
+		o.key("restarts")
+		o.b = strconv.AppendUint(o.b, m.Restarts, 10)
+	}
+	o.strings("meta", m.Extra, true)
+	o.strings("node_meta", m.NodeMeta, true)
+	return append(o.b, '}')
+}
+
+// object appends the members of a JSON object whose '{' is written.
+type object struct {
+	b    []byte
+	some bool
+}
+
+func (o *object) key(k string) {
+	if o.some {
+		o.b = append(o.b, ',')
+	}
+	o.some = true
+	o.b = appendString(o.b, k)
+	o.b = append(o.b, ':')
+}
+
+// str appends a string member, unless value is empty.
+func (o *object) str(k, value string) {
+	if value != "" {
+		o.key(k)
+		o.b = appendString(o.b, value)
+	}
+}
+
+// flag appends k:true, or nothing when v is false.
+func (o *object) flag(k string, v bool) {
+	if v {
+		o.key(k)
+		o.b = append(o.b, "true"...)
+	}
+}
+
+func (o *object) int(k string, v int64) {
+	o.key(k)
+	o.b = strconv.AppendInt(o.b, v, 10)
+}
+
+// strings appends m as an object of strings with sorted keys. With
+// omitEmpty, empty values are left out, and so is an object left empty.
+func (o *object) strings(k string, m map[string]string, omitEmpty bool) {
+	keys := make([]string, 0, len(m))
+	for key, v := range m {
+		if v != "" || !omitEmpty {
+			keys = append(keys, key)
 		}
 	}
-	return append(b, '}')
+	if len(keys) == 0 && omitEmpty {
+		return
+	}
+	sort.Strings(keys)
+	o.key(k)
+	o.b = append(o.b, '{')
+	for i, key := range keys {
+		if i > 0 {
+			o.b = append(o.b, ',')
+		}
+		o.b = appendString(o.b, key)
+		o.b = append(o.b, ':')
+		o.b = appendString(o.b, m[key])
+	}
+	o.b = append(o.b, '}')
 }
 
 // appendString appends s as a quoted JSON string.

@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 
@@ -16,23 +17,54 @@ const (
 // Streams lists both streams of a task, in the order they are started.
 var Streams = [2]string{Stdout, Stderr}
 
-// Meta is what an output line says about where it came from. Empty strings
-// and a nil AllocIndex are left out of the output, never sent empty.
+// Meta is what an output line says about where it came from. Empty strings,
+// false, a zero Restarts and a nil AllocIndex are left out of the output,
+// never sent empty.
 type Meta struct {
-	Namespace  string
+	Namespace string
+	// Region is the node's region: the agent's, else the API client's,
+	// else the allocation's Job.Region (offline, that is all there is).
+	Region     string
 	NodeID     string
 	NodeName   string
+	NodePool   string
+	NodeClass  string
 	Datacenter string
 	JobID      string
 	JobName    string
 	JobType    string
-	GroupName  string
-	TaskName   string
-	AllocID    string
-	AllocName  string
-	AllocIndex *int
+	// ParentJobID is the job's ParentID: the parameterized or periodic
+	// job that launched this one.
+	ParentJobID string
+	// Dispatched marks a child of a parameterized job (Job.Dispatched),
+	// PeriodicChild one that a periodic job launched (ID
+	// <ParentID>/periodic-<unix>).
+	Dispatched    bool
+	PeriodicChild bool
+	GroupName     string
+	TaskName      string
+	// TaskLifecycle is the hook of the task's lifecycle block (prestart,
+	// poststart, poststop), empty for a main task; TaskSidecar is the
+	// block's sidecar flag.
+	TaskLifecycle string
+	TaskSidecar   bool
+	AllocID       string
+	AllocName     string
+	AllocIndex    *int
+	// Restarts is the task's restart count in the listing the target came
+	// from (TaskStates[task].Restarts).
+	Restarts uint64
 	// Extra holds the values of the --meta keys, rendered as nomad.meta.KEY.
 	Extra map[string]string
+	// NodeMeta holds the values of the --node-meta keys (from the node's
+	// meta), rendered as nomad.node_meta.KEY.
+	NodeMeta map[string]string
+}
+
+// Equal reports whether m and o render the same nomad object, so that a
+// stream can tell whether a new listing changed its metadata (a restart).
+func (m Meta) Equal(o Meta) bool {
+	return bytes.Equal(appendNomad(nil, m), appendNomad(nil, o))
 }
 
 // Desired is one target that discovery wants tailed, with its metadata and
@@ -45,6 +77,11 @@ type Desired struct {
 	// unknown): logmon keeps at most MaxFiles files of MaxFileSizeMB MiB
 	// per stream, its retention.
 	MaxFiles, MaxFileSizeMB int
+	// Task is what the listing says about the target's task: its events,
+	// restarts, logs block and lifecycle. Both streams of a task share one
+	// TaskInfo (the same pointer); each listing brings new ones. Nil when
+	// nothing is known but the files (offline, without the allocation).
+	Task *TaskInfo
 }
 
 // ValidPathComponent reports why s cannot be used as one component of a

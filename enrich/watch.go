@@ -18,6 +18,7 @@ import (
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/backoff"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
 // WatcherConfig sets up a Watcher.
@@ -31,6 +32,10 @@ type WatcherConfig struct {
 	// come back as targets.
 	Root    *safefs.Root
 	Options Options
+	// Region is the API client's region (NOMAD_REGION, ClientInfo.Region),
+	// rendered as nomad.region when the agent's own is not known: it is
+	// asked for (GET /v1/agent/self) only without NodeID.
+	Region string
 	// ReconcileInterval is how often the list is fetched without blocking
 	// (default 30s): a removal wakes no blocking query, a reconcile sees it.
 	ReconcileInterval time.Duration
@@ -91,9 +96,12 @@ type Watcher struct {
 	lastSync atomic.Int64 // unix nanoseconds; 0 = never
 
 	// Owned by the goroutine in Run (or Snapshot).
-	node          Node
-	haveNode      bool
-	refused       map[string]bool
+	node     Node
+	haveNode bool
+	refused  map[string]bool
+	// logsDisabled holds the tasks of listed allocations whose logs are
+	// disabled, warned about once each.
+	logsDisabled  map[taskstream.ID]bool
 	failures      int
 	retry         backoff.Backoff // doubles from MinBackoff to MaxBackoff over failures in a row
 	noIndexLogged bool
@@ -104,7 +112,7 @@ type Watcher struct {
 // NewWatcher makes a Watcher.
 func NewWatcher(cfg WatcherConfig) *Watcher {
 	cfg.setDefaults()
-	return &Watcher{cfg: cfg, refused: make(map[string]bool), retry: backoff.Backoff{Min: cfg.MinBackoff, Max: cfg.MaxBackoff}}
+	return &Watcher{cfg: cfg, refused: make(map[string]bool), logsDisabled: make(map[taskstream.ID]bool), retry: backoff.Backoff{Min: cfg.MinBackoff, Max: cfg.MaxBackoff}}
 }
 
 // LastSync is when the allocations were last listed successfully (the
@@ -210,7 +218,7 @@ func (w *Watcher) ensureNode(ctx context.Context) error {
 		return nil
 	}
 	w.notBefore = time.Now().Add(w.cfg.MinInterval)
-	id := w.cfg.NodeID
+	id, region := w.cfg.NodeID, w.cfg.Region
 	if id == "" {
 		var self api.AgentSelf
 		reqCtx, cancel := context.WithTimeout(ctx, w.cfg.RequestGrace)
@@ -221,6 +229,9 @@ func (w *Watcher) ensureNode(ctx context.Context) error {
 			return fmt.Errorf("ask the agent for this node's ID: %w", err)
 		}
 		id = self.Stats["client"]["node_id"]
+		if r, ok := self.Config["Region"].(string); ok && r != "" {
+			region = r
+		}
 		if id == "" {
 			err := errors.New("the agent reports no stats.client.node_id: it runs no client; " +
 				"point NOMAD_ADDR at this node's client agent, or set --node-id")
@@ -239,11 +250,17 @@ func (w *Watcher) ensureNode(ctx context.Context) error {
 		w.failed(ctx, "GET /v1/node/"+id, err)
 		return fmt.Errorf("look up node %s: %w", id, err)
 	}
-	w.node = Node{ID: id, Name: n.Name, Datacenter: n.Datacenter}
+	w.node = Node{ID: id, Name: n.Name, Datacenter: n.Datacenter, Region: region, Pool: n.NodePool, Class: n.NodeClass, Meta: n.Meta}
 	w.haveNode = true
 	w.cfg.Log.Info("watching this node's allocations",
 		zap.String("node_id", id), zap.String("node_name", n.Name), zap.String("datacenter", n.Datacenter),
+		zap.String("region", region), zap.String("node_pool", n.NodePool), zap.String("node_class", n.NodeClass),
 		zap.Duration("reconcile_interval", w.cfg.ReconcileInterval))
+	for _, k := range w.cfg.Options.NodeMetaKeys {
+		if _, ok := n.Meta[k]; !ok {
+			w.cfg.Log.Warn("this node has no such meta key; lines carry no nomad.node_meta."+k, zap.String("node_meta_key", k))
+		}
+	}
 	return nil
 }
 
@@ -397,6 +414,7 @@ func (w *Watcher) desired(allocs []*api.Allocation) []Desired {
 			// Collected already, or never placed here: nothing to read.
 			continue
 		}
+		w.warnLogsDisabled(a, targets)
 		out = append(out, targets...)
 	}
 	for id := range w.refused {
@@ -404,5 +422,28 @@ func (w *Watcher) desired(allocs []*api.Allocation) []Desired {
 			delete(w.refused, id)
 		}
 	}
+	for k := range w.logsDisabled {
+		if !listed[k.AllocID] {
+			delete(w.logsDisabled, k)
+		}
+	}
 	return out
+}
+
+// warnLogsDisabled logs once per task of a whose logs block says disabled:
+// Nomad writes no files for it, so none of its lines can ever be forwarded.
+func (w *Watcher) warnLogsDisabled(a *api.Allocation, targets []Desired) {
+	for _, d := range targets {
+		if d.Task == nil || !d.Task.LogConfig.Disabled {
+			continue
+		}
+		k := taskstream.EventsOf(a.ID, d.Target.Task)
+		if w.logsDisabled[k] {
+			continue
+		}
+		w.logsDisabled[k] = true
+		w.cfg.Log.Warn("this task's logs are disabled (logs { disabled = true }): Nomad keeps no log files for it, so none of its lines can be forwarded",
+			zap.String("namespace", a.Namespace), zap.String("job_id", a.JobID), zap.String("alloc_id", a.ID),
+			zap.String("task", d.Target.Task))
+	}
 }

@@ -55,6 +55,8 @@ type runFlags struct {
 	nodeID             string
 	namespaces         []string
 	metaKeys           []string
+	nodeMetaKeys       []string
+	taskEvents         bool
 	logLevel           string
 	logFormat          string
 	metricsAddr        string
@@ -118,6 +120,8 @@ func parseRunFlags(args []string, stdout, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's ID, rendered as nomad.node_id (default: asked from /v1/agent/self; with --offline, taken from --allocs-file)")
 	fs.StringArrayVar(&f.namespaces, "namespace", nil, "tail only this namespace (repeatable; default all)")
 	fs.StringArrayVar(&f.metaKeys, "meta", nil, "copy this task/group/job meta key into nomad.meta.KEY (repeatable)")
+	fs.StringArrayVar(&f.nodeMetaKeys, "node-meta", nil, "copy this node meta key into nomad.node_meta.KEY (repeatable)")
+	fs.BoolVar(&f.taskEvents, "task-events", true, "send each Nomad task event (Started, Terminated, Restarting, ...) once as a record with stream \"event\"")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9465", "serve Prometheus /metrics and /healthz here (empty: off)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
@@ -260,7 +264,8 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 	defer root.Close()
 
 	checks := []telemetry.Check{{Name: "checkpoint", Check: store.Healthy}}
-	opts := enrich.Options{Namespaces: f.namespaces, MetaKeys: f.metaKeys, SelfAllocID: os.Getenv("NOMAD_ALLOC_ID")}
+	opts := enrich.Options{Namespaces: f.namespaces, MetaKeys: f.metaKeys, NodeMetaKeys: f.nodeMetaKeys,
+		SelfAllocID: os.Getenv("NOMAD_ALLOC_ID"), TaskEvents: f.taskEvents}
 	tailerMetrics := tailer.NewMetrics(reg)
 	var d discovery
 	if f.offline {
@@ -472,7 +477,7 @@ func apiDiscovery(ctx context.Context, f *runFlags, root *safefs.Root, opts enri
 	log.Info("using the Nomad API", zap.String("address", info.Address), zap.String("address_from", info.AddressFrom),
 		zap.String("token_from", info.TokenFrom), zap.Bool("tls", info.TLS))
 	watcher := enrich.NewWatcher(enrich.WatcherConfig{
-		Client: client, NodeID: f.nodeID, Root: root, Options: opts,
+		Client: client, NodeID: f.nodeID, Root: root, Options: opts, Region: info.Region,
 		ReconcileInterval: f.reconcileInterval, Log: log, Metrics: enrich.NewMetrics(reg),
 	})
 	d.checks = []telemetry.Check{{Name: "nomad", Check: syncedWithin(watcher.LastSync, max(3*f.reconcileInterval, 30*time.Second))}}
