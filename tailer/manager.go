@@ -38,6 +38,7 @@ type Checkpoint interface {
 	Commit(checkpoint.Entry)
 	Entries() []checkpoint.Entry
 	Delete(...taskstream.ID)
+	EventMarks
 }
 
 // Config sets up a Manager.
@@ -119,6 +120,7 @@ func NewManager(cfg Config) *Manager {
 
 type running struct {
 	s      *stream
+	meta   enrich.Meta // what the stream renders, as last listed
 	cancel context.CancelFunc
 	// done is closed when the stream's goroutine has returned (retired,
 	// or stopped); its exit may not have been handled yet.
@@ -136,14 +138,21 @@ func (m *Manager) Run(ctx context.Context, updates <-chan []enrich.Desired) erro
 		for _, r := range streams {
 			r.cancel()
 		}
-		// Streams may still report their exit while we wait.
-		go func() {
-			for range exited {
+		// Streams may still report their exit while they are waited for.
+		allDone := make(chan struct{})
+		var waiter sync.WaitGroup
+		waiter.Go(func() { wg.Wait(); close(allDone) })
+		defer waiter.Wait()
+		for {
+			select {
+			case <-exited:
+			case <-allDone:
+				return
 			}
-		}()
-		wg.Wait()
-		close(exited)
+		}
 	}()
+	events := newEventSource(m.cfg.Output, m.cfg.Checkpoint, m.cfg.Log, m.cfg.Metrics)
+	wg.Go(func() { events.run(ctx, nil) })
 	// The lag is measured at every scrape; this measures it for the
 	// warnings on a node that nobody scrapes.
 	lagCheck := time.NewTicker(m.cfg.LagCheckInterval)
@@ -166,6 +175,7 @@ func (m *Manager) Run(ctx context.Context, updates <-chan []enrich.Desired) erro
 				updates = nil
 				continue
 			}
+			events.offer(snapshot)
 			m.apply(ctx, snapshot, streams, exited, &wg)
 			m.forgetGone(streams)
 			m.updateGauges(streams)
@@ -178,6 +188,12 @@ func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams 
 	for _, d := range snapshot {
 		seen[d.Target] = true
 		if r, ok := streams[d.Target]; ok {
+			if !r.meta.Equal(d.Meta) {
+				// The task restarted (or the job changed): its lines carry
+				// the new metadata from now on.
+				r.meta = d.Meta
+				r.s.setMeta(d.Meta)
+			}
 			switch {
 			case d.Terminal:
 				if r.s.drain() {
@@ -214,7 +230,7 @@ func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams 
 		s.reopen = reopen
 		m.track(s, d)
 		sctx, cancel := context.WithCancel(ctx)
-		r := &running{s: s, cancel: cancel, done: make(chan struct{})}
+		r := &running{s: s, meta: d.Meta, cancel: cancel, done: make(chan struct{})}
 		streams[d.Target] = r
 		s.log.Info("target added", zap.Bool("terminal", d.Terminal))
 		wg.Go(func() {
@@ -298,6 +314,20 @@ func (m *Manager) RunOnce(ctx context.Context, targets []enrich.Desired) error {
 			}
 		})
 	}
+	// The task events go out too, and are waited for like the lines.
+	events := newEventSource(m.cfg.Output, m.cfg.Checkpoint, m.cfg.Log, m.cfg.Metrics)
+	events.offer(targets)
+	eventsCtx, stopEvents := context.WithCancel(ctx)
+	idle := make(chan struct{})
+	wg.Go(func() { events.run(eventsCtx, idle) })
+	wg.Go(func() {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			unfinished.Add(1)
+		}
+		stopEvents()
+	})
 	m.cfg.Metrics.TargetsActive.Set(float64(len(targets)))
 	wg.Wait()
 	m.cfg.Metrics.TargetsActive.Set(0)

@@ -24,6 +24,8 @@ type Metrics struct {
 	HeldBytes      prometheus.Gauge
 	TargetsActive  prometheus.Gauge
 	TargetsDrain   prometheus.Gauge
+	// EventsForwarded counts task event records the output confirmed.
+	EventsForwarded prometheus.Counter
 }
 
 // NewMetrics creates the tailer's metrics and registers them with reg.
@@ -54,6 +56,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "nlf_held_files", Help: "Log files the daemon holds open (bounded by --max-held-files)."}),
 		HeldBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nlf_held_bytes", Help: "Bytes in log files the daemon holds open that are no longer in their folder (purged by logmon): disk space only the daemon keeps in use (bounded by --max-held-bytes)."}),
+		EventsForwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nlf_task_events_forwarded_total", Help: "Task event records (stream \"event\") the output confirmed."}),
 		TargetsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nlf_targets_active", Help: "Task streams being tailed."}),
 		TargetsDrain: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -62,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.LinesRead, m.BytesRead, m.LinesForwarded, m.BytesForwarded, m.LinesTruncated,
 			m.FilesSkipped, m.FilesTruncated, m.FilesRefused, m.FilesDropped, m.BytesRefused, m.HeldFiles, m.HeldBytes,
-			m.TargetsActive, m.TargetsDrain)
+			m.TargetsActive, m.TargetsDrain, m.EventsForwarded)
 	}
 	return m
 }

@@ -60,6 +60,9 @@ type stream struct {
 
 	// Shared with the watcher, the budget and the manager.
 	notices *notices
+	// newMeta is metadata the manager wants rendered from now on (a task
+	// restart changes restarts), taken at the next wake-up.
+	newMeta atomic.Pointer[enrich.Meta]
 	// state is stateRunning, stateDraining (its allocation stopped, or
 	// its folder is gone) or stateFinished (retired). The manager may
 	// move it between running and draining; only the stream finishes it.
@@ -233,8 +236,17 @@ func (s *stream) pollInterval() time.Duration {
 	return s.cfg.FallbackPollInterval
 }
 
+// setMeta hands the stream new metadata; called from the manager.
+func (s *stream) setMeta(m enrich.Meta) {
+	s.newMeta.Store(&m)
+	s.poke()
+}
+
 // onWake follows what the watcher, the budget or the manager said.
 func (s *stream) onWake() {
+	if m := s.newMeta.Swap(nil); m != nil {
+		s.render.SetMeta(*m)
+	}
 	if s.notices.recheck.Swap(false) {
 		s.files.refresh()
 	}
