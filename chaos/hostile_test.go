@@ -96,6 +96,9 @@ func TestHostileAPI(t *testing.T) {
 		allocation(w.template, "x/../../outside", 11, "app"),
 		allocation(w.template, "nul\x00../../outside", 12, "app"),
 		allocation(w.template, "..", 13, "app"),
+		// Not UUIDs: a 5,000-character ID, an uppercase one (issue 16 item 12).
+		allocation(w.template, strings.Repeat("d", 5000), 17, "app"),
+		allocation(w.template, "DDDDDDDD-0000-4000-8000-000000000018", 18, "app"),
 		// A good ID with one hostile task: the good task is tailed.
 		allocation(w.template, "dddddddd-0000-4000-8000-000000000014", 14, "../../../../outside/alloc/logs/evil", "ok"),
 		allocation(w.template, "dddddddd-0000-4000-8000-000000000015", 15, "/abs/../../../outside/alloc/logs/evil"),
@@ -140,6 +143,19 @@ func TestHostileAPI(t *testing.T) {
 	assert.Contains(t, w.stderr(), honest)
 }
 
+// The allocations of hostile-files: Nomad alloc IDs are UUIDs, and
+// anything else is refused before it reaches the files.
+const (
+	hfLink0 = "4f000000-0000-4000-8000-000000000001"
+	hfLink2 = "4f000000-0000-4000-8000-000000000002"
+	hfLogs  = "4f000000-0000-4000-8000-000000000003"
+	hfAlloc = "4f000000-0000-4000-8000-000000000004"
+	hfFifo  = "4f000000-0000-4000-8000-000000000005"
+	hfSock  = "4f000000-0000-4000-8000-000000000006"
+	hfDir   = "4f000000-0000-4000-8000-000000000007"
+	hfSwap  = "4f000000-0000-4000-8000-000000000008"
+)
+
 // hostile-files: inside the alloc dir, where log files and folders should
 // be, the daemon meets symlinks to a canary outside (named as file 0 and
 // as a later file), a symlinked logs folder, a symlinked alloc folder, a
@@ -175,42 +191,42 @@ func TestHostileFiles(t *testing.T) {
 		setup    func(dir string)
 	}
 	cases := []hostileCase{
-		{"hf-link0", "link0", 1, func(dir string) {
+		{hfLink0, "link0", 1, func(dir string) {
 			require.NoError(t, os.Symlink(canary, filepath.Join(dir, "link0.stdout.0")))
 			writeLines(filepath.Join(dir, "link0.stdout.1"), "link0", 20)
 		}},
-		{"hf-link2", "link2", 1, func(dir string) {
+		{hfLink2, "link2", 1, func(dir string) {
 			writeLines(filepath.Join(dir, "link2.stdout.0"), "link2-a", 20)
 			writeLines(filepath.Join(dir, "link2.stdout.1"), "link2-b", 20)
 			require.NoError(t, os.Symlink(canary, filepath.Join(dir, "link2.stdout.2")))
 			writeLines(filepath.Join(dir, "link2.stdout.3"), "link2-c", 20)
 		}},
-		{"hf-logs", "app", 2, nil},  // logs folder is a symlink: both streams refuse it
-		{"hf-alloc", "app", 2, nil}, // the alloc folder itself is a symlink
-		{"hf-fifo", "fifo", 1, func(dir string) {
+		{hfLogs, "app", 2, nil},  // logs folder is a symlink: both streams refuse it
+		{hfAlloc, "app", 2, nil}, // the alloc folder itself is a symlink
+		{hfFifo, "fifo", 1, func(dir string) {
 			require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "fifo.stdout.0"), 0o644))
 			writeLines(filepath.Join(dir, "fifo.stdout.1"), "fifo", 20)
 		}},
-		{"hf-sock", "sock", 1, func(dir string) {
+		{hfSock, "sock", 1, func(dir string) {
 			ln, err := net.Listen("unix", filepath.Join(dir, "sock.stdout.0"))
 			require.NoError(t, err)
 			t.Cleanup(func() { ln.Close() })
 			writeLines(filepath.Join(dir, "sock.stdout.1"), "sock", 20)
 		}},
-		{"hf-dir", "dir", 1, func(dir string) {
+		{hfDir, "dir", 1, func(dir string) {
 			require.NoError(t, os.Mkdir(filepath.Join(dir, "dir.stdout.0"), 0o755))
 			writeLines(filepath.Join(dir, "dir.stdout.1"), "dir", 20)
 		}},
-		{"hf-swap", "swap", 1, func(dir string) {
+		{hfSwap, "swap", 1, func(dir string) {
 			writeLines(filepath.Join(dir, "swap.stdout.0"), "swap-a", 20)
 		}},
 	}
 	for _, c := range cases {
 		switch c.id {
-		case "hf-logs":
+		case hfLogs:
 			require.NoError(t, os.MkdirAll(filepath.Join(w.allocDir, c.id, "alloc"), 0o755))
 			require.NoError(t, os.Symlink(filepath.Join(outside, "logs"), filepath.Join(w.allocDir, c.id, "alloc", "logs")))
-		case "hf-alloc":
+		case hfAlloc:
 			require.NoError(t, os.Symlink(filepath.Join(outside, "allocdir"), filepath.Join(w.allocDir, c.id)))
 		default:
 			c.setup(logDir(c.id))
@@ -229,7 +245,7 @@ func TestHostileFiles(t *testing.T) {
 	// symlink to the canary (renamed into place, as an attacker would),
 	// file 0 itself is swapped for one, and file 2 is a real file.
 	waitFor(t, 20*time.Second, "the swap stream's first file", func() bool { return has("swap-a 0000019") })
-	swapDir := filepath.Join(w.allocDir, "hf-swap", "alloc", "logs")
+	swapDir := filepath.Join(w.allocDir, hfSwap, "alloc", "logs")
 	for _, name := range []string{"swap.stdout.1", "swap.stdout.0"} {
 		tmp := filepath.Join(swapDir, ".tmp-"+name)
 		require.NoError(t, os.Symlink(canary, tmp))
