@@ -4,8 +4,10 @@ import (
 	"compress/gzip"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hashicorp/nomad/api"
@@ -34,9 +36,11 @@ func fake(t *testing.T, o fakenomad.Options) *fakenomad.Server {
 	return s
 }
 
-func listOnce(t *testing.T, c *api.Client, s *fakenomad.Server) error {
+// listOnce lists the node's allocations the way the watcher does, and
+// returns how many there were.
+func listOnce(t *testing.T, c *enrich.Client, s *fakenomad.Server) error {
 	t.Helper()
-	_, _, err := c.Nodes().Allocations(s.NodeID(), nil)
+	_, err := c.Allocations(s.NodeID(), nil, func(*api.Allocation) error { return nil })
 	return err
 }
 
@@ -161,19 +165,20 @@ func TestResponsesAreBoundedAfterDecompression(t *testing.T) {
 
 	c, _, err := enrich.NewClient(enrich.ClientConfig{Address: srv.URL})
 	require.NoError(t, err)
-	allocs, meta, err := c.Nodes().Allocations("c055d2fa-60f1-812e-3b10-5985f6b956c8", nil)
+	n := 0
+	meta, err := c.Allocations("c055d2fa-60f1-812e-3b10-5985f6b956c8", nil, func(*api.Allocation) error { n++; return nil })
 	require.NoError(t, err)
-	assert.Len(t, allocs, 5)
+	assert.Equal(t, 5, n)
 	assert.Equal(t, uint64(32), meta.LastIndex)
 
 	c, _, err = enrich.NewClient(enrich.ClientConfig{Address: srv.URL, MaxResponseBytes: int64(len(body)) / 2})
 	require.NoError(t, err)
-	_, _, err = c.Nodes().Allocations("c055d2fa-60f1-812e-3b10-5985f6b956c8", nil)
+	_, err = c.Allocations("c055d2fa-60f1-812e-3b10-5985f6b956c8", nil, func(*api.Allocation) error { return nil })
 	assert.ErrorIs(t, err, enrich.ErrResponseTooLarge)
 
 	c, _, err = enrich.NewClient(enrich.ClientConfig{Address: srv.URL, MaxResponseBytes: int64(len(body))})
 	require.NoError(t, err)
-	_, _, err = c.Nodes().Allocations("c055d2fa-60f1-812e-3b10-5985f6b956c8", nil)
+	_, err = c.Allocations("c055d2fa-60f1-812e-3b10-5985f6b956c8", nil, func(*api.Allocation) error { return nil })
 	assert.NoError(t, err, "exactly the limit is fine")
 }
 
@@ -181,5 +186,79 @@ func TestNodeIDValidation(t *testing.T) {
 	assert.NoError(t, enrich.ValidNodeID("c055d2fa-60f1-812e-3b10-5985f6b956c8"))
 	for _, bad := range []string{"", "../agent/self", "a?b", "a/b", "a%2Fb", "a b"} {
 		assert.Error(t, enrich.ValidNodeID(bad), bad)
+	}
+}
+
+// Issue 16 item 4: the client re-sent X-Nomad-Token to another host after
+// a 307. A redirect to another origin is refused, with an error that says
+// why; one to the same origin is followed.
+func TestRedirectsToAnotherOriginAreRefused(t *testing.T) {
+	clearNomadEnv(t)
+	const token = "s3cret-token"
+	body, err := os.ReadFile(fixtures + "/node-allocations.json")
+	require.NoError(t, err)
+	var elsewhere atomic.Int32
+	var tokensElsewhere atomic.Value
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		tokensElsewhere.Store(r.Header.Get("X-Nomad-Token") + r.Header.Get("Authorization"))
+		w.Header().Set("X-Nomad-Index", "32")
+		_, _ = w.Write(body)
+	}))
+	defer other.Close()
+	var sameOriginTokens atomic.Value
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/node/n/allocations": // to the other server: another port
+			http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+		case "/v1/node/same/allocations":
+			http.Redirect(w, r, "/v1/moved", http.StatusTemporaryRedirect)
+		case "/v1/moved":
+			sameOriginTokens.Store(r.Header.Get("X-Nomad-Token"))
+			w.Header().Set("X-Nomad-Index", "32")
+			_, _ = w.Write(body)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer api.Close()
+	t.Setenv("NOMAD_TOKEN", token)
+	c, _, err := enrich.NewClient(enrich.ClientConfig{Address: api.URL})
+	require.NoError(t, err)
+
+	_, _, err = c.API().Nodes().Allocations("n", nil)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, enrich.ErrRedirectRefused)
+	assert.ErrorContains(t, err, "redirect to "+other.URL)
+	assert.ErrorContains(t, err, "another scheme, host or port")
+	assert.Zero(t, elsewhere.Load(), "nothing, token or not, reached the other server")
+	assert.Nil(t, tokensElsewhere.Load())
+	assert.NotContains(t, err.Error(), token)
+
+	allocs, _, err := c.API().Nodes().Allocations("same", nil)
+	require.NoError(t, err, "a redirect to the same origin is followed")
+	assert.Len(t, allocs, 5)
+	assert.Equal(t, token, sameOriginTokens.Load())
+}
+
+func TestSameOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"http://127.0.0.1:4646/v1/x", "http://127.0.0.1:4646/v1/y?z=1", true},
+		{"http://nomad.local/v1/x", "http://NOMAD.local:80/v1/y", true},
+		{"https://nomad.local/v1/x", "https://nomad.local:443/", true},
+		{"http://127.0.0.1:4646/", "http://127.0.0.1:4647/", false},
+		{"http://127.0.0.1:4646/", "https://127.0.0.1:4646/", false},
+		{"https://nomad.local/", "http://nomad.local/", false},
+		{"http://nomad.local/", "http://evil.local/", false},
+		{"http://nomad.local/", "http://nomad.local.evil/", false},
+	} {
+		a, err := url.Parse(tc.a)
+		require.NoError(t, err)
+		b, err := url.Parse(tc.b)
+		require.NoError(t, err)
+		assert.Equal(t, tc.same, enrich.SameOriginForTest(a, b), "%s -> %s", tc.a, tc.b)
 	}
 }
