@@ -314,6 +314,8 @@ func TestAPIFaultsSendNothingAndHeal(t *testing.T) {
 		{fakenomad.CloseConnection, enrich.ErrKindUnreachable, 0},
 		{fakenomad.Hang, enrich.ErrKindTimeout, 0},
 		{fakenomad.Huge, enrich.ErrKindInvalid, 0},
+		{fakenomad.HugeList, enrich.ErrKindInvalid, 0},
+		{fakenomad.HugeError, enrich.ErrKindServer, 500},
 	} {
 		t.Run(tc.fault.String(), func(t *testing.T) {
 			h := newHarness(t, fakenomad.Options{HugeBytes: 4 << 20}, func(c *enrich.WatcherConfig) {
@@ -495,4 +497,27 @@ func TestAResponseWithoutIndexIsUsedAndPolled(t *testing.T) {
 	assert.Len(t, byAlloc(h.next()), 4, "polled again")
 	assert.Len(t, h.logs.FilterMessageSnippet("no X-Nomad-Index").All(), 1)
 	assert.GreaterOrEqual(t, lists.Load(), int32(2))
+}
+
+// Issue 13 part 4: listings are stale reads, so that any server answers.
+// While the servers have no leader, Nomad refuses consistent reads; the
+// watcher goes on listing from a follower, says so once, and shows how
+// stale the answers may be.
+func TestListingsGoOnWithoutALeader(t *testing.T) {
+	h := newHarness(t, fakenomad.Options{}, func(c *enrich.WatcherConfig) { c.MaxWait = 50 * time.Millisecond })
+	h.run()
+	h.next()
+	h.api.LoseLeader()
+	require.Eventually(t, func() bool {
+		h.drain()
+		return testutil.ToFloat64(h.metrics.LastContact) > 0
+	}, 10*time.Second, time.Millisecond, "listings answered by a follower")
+	assert.Len(t, h.logs.FilterMessageSnippet("knows no leader").All(), 1, "said once")
+	assert.Zero(t, testutil.ToFloat64(h.metrics.APIErrors.WithLabelValues(enrich.ErrKindServer)), "no listing failed")
+	h.api.ElectLeader()
+	require.Eventually(t, func() bool {
+		h.drain()
+		return len(h.logs.FilterMessageSnippet("have a leader again").All()) == 1
+	}, 10*time.Second, time.Millisecond)
+	assert.Zero(t, testutil.ToFloat64(h.metrics.LastContact))
 }
