@@ -80,12 +80,15 @@ func noCanary(t *testing.T, watch *inotifyWatch, lines [][]byte) (opens, leaked 
 }
 
 // hostile-api: the API lists allocations whose IDs or task names contain
-// "../", "/" or NUL, pointing at files outside the alloc dir, and answers
-// once with a body beyond the daemon's size limit. Each is refused with a
-// log line; no file outside the alloc dir is ever opened; the honest
-// allocation's lines all arrive.
+// "../", "/" or NUL, pointing at files outside the alloc dir, or whose IDs
+// are not UUIDs, and then answers with bodies beyond what any real one is:
+// a 70 MiB string, a 70 MiB listing (copies of a real allocation), a
+// 300 MiB error body. Each is refused with a log line; no file outside the
+// alloc dir is ever opened; the honest allocation's lines all arrive; the
+// daemon's peak RSS (VmHWM, reset before each) stays well inside the
+// jobspec's 256 MB.
 func TestHostileAPI(t *testing.T) {
-	w := newWorld(t, worldConfig{streams: specs("h", 2), api: fakenomad.Options{HugeBytes: 65 << 20}})
+	w := newWorld(t, worldConfig{streams: specs("h", 2), api: fakenomad.Options{HugeBytes: 70 << 20, HugeErrorBytes: 300 << 20}})
 	honest := w.streams[0].Spec.AllocID
 	// <alloc dir>/<id>/alloc/logs/<task>.<stream>.0, with the hostile IDs
 	// and task names below, leads to these files.
@@ -113,34 +116,60 @@ func TestHostileAPI(t *testing.T) {
 		return countLogs(p.Stderr(), "refusing an allocation") == len(hostile)
 	})
 
-	// A body too large to hold: refused, the daemon goes on.
-	failures := strings.Count(p.Stderr(), apiFailed)
-	w.api.SetFault(fakenomad.Huge)
-	waitFor(t, 60*time.Second, "the huge response to be refused", func() bool { return strings.Count(p.Stderr(), apiFailed) > failures })
-	w.api.SetFault(fakenomad.NoFault)
-	hwm, err := procStatus(p.Pid(), "VmHWM")
-	require.NoError(t, err)
 	require.NoError(t, feeder.Stop())
 	waitFor(t, 60*time.Second, "every honest line", w.complete)
 	refusedMetric := w.metric("nlf_allocations_refused_total")
 	w.stopDaemon(p)
 
+	// Bodies too large to hold: refused, the daemon goes on. Each is
+	// measured on a daemon of its own (the Go runtime returns memory to
+	// the system slowly, so one case would inherit the RSS of the last),
+	// once it is watching.
+	hugeFaults := []fakenomad.Fault{fakenomad.Huge, fakenomad.HugeList, fakenomad.HugeError}
+	peaks, before := map[fakenomad.Fault]int64{}, map[fakenomad.Fault]int64{}
+	for _, f := range hugeFaults {
+		q := w.startDaemon()
+		waitFor(t, 20*time.Second, "a listing", func() bool {
+			v, err := scrape(w.metrics, "nlf_nomad_last_sync_timestamp_seconds")
+			return err == nil && v > 0
+		})
+		var err error
+		before[f], err = procStatus(q.Pid(), "VmHWM")
+		require.NoError(t, err)
+		w.api.SetFault(f)
+		waitFor(t, 60*time.Second, "the "+f.String()+" response to be refused", func() bool { return strings.Contains(q.Stderr(), apiFailed) })
+		w.api.SetFault(fakenomad.NoFault)
+		peaks[f], err = procStatus(q.Pid(), "VmHWM")
+		require.NoError(t, err)
+		t.Logf("%s: VmHWM %s MiB (%s MiB before the fault)", f, mib(peaks[f]), mib(before[f]))
+		w.stopDaemon(q)
+	}
+
 	rep := w.report("hostile-api")
 	opens, leaked := noCanary(t, watch, w.recv.Lines())
-	rep.Events = len(hostile) + 1
-	rep.Add("refusals_logged", countLogs(w.stderr(), "refusing an allocation"))
+	rep.Events = len(hostile) + len(hugeFaults)
+	rep.Add("refusals_logged", countLogs(p.Stderr(), "refusing an allocation"))
 	rep.Add("refused_metric", refusedMetric)
-	rep.Add("huge_refused", strings.Contains(w.stderr(), "exceeds the size limit"))
-	rep.Add("vmhwm_mib", mib(hwm))
+	rep.Add("huge_refused", strings.Contains(w.stderr(), "exceeds"))
+	rep.Add("vmhwm_mib_string_70mib", mib(peaks[fakenomad.Huge]))
+	rep.Add("vmhwm_mib_listing_70mib", mib(peaks[fakenomad.HugeList]))
+	rep.Add("vmhwm_mib_error_300mib", mib(peaks[fakenomad.HugeError]))
+	rep.Add("vmhwm_mib_before", mib(before[fakenomad.Huge]))
 	rep.Add("canary_opens", opens)
 	rep.Add("canary_lines", leaked)
 	fmt.Println(rep.Summary())
 	require.True(t, rep.OK(), "%s\n%+v", rep.Summary(), rep.PerStream)
-	assert.Equal(t, len(hostile), countLogs(w.stderr(), "refusing an allocation"), "one log line per hostile allocation")
+	assert.Equal(t, len(hostile), countLogs(p.Stderr(), "refusing an allocation"), "one log line per hostile allocation")
 	assert.Equal(t, float64(len(hostile)), refusedMetric)
-	assert.Contains(t, w.stderr(), "exceeds the size limit", "the huge body was refused as such")
-	assert.Contains(t, w.stderr(), `"alloc_id":"dddddddd-0000-4000-8000-000000000014","task":"ok"`, "a hostile task does not keep its good sibling out")
-	assert.Contains(t, w.stderr(), honest)
+	assert.Contains(t, w.stderr(), "exceeds 16 MiB", "the endless string was refused as such")
+	assert.Contains(t, w.stderr(), "exceeds the size limit", "the huge listing was refused as such")
+	assert.Contains(t, w.stderr(), "Unexpected response code: 500 (rpc error", "the huge error body was read (its start)")
+	for f, hwm := range peaks {
+		// Issue 16 item 6: 506 MB and 539 MB before; the jobspec gives 256 MB.
+		assert.Less(t, hwm, int64(128<<20), "peak RSS while refusing the %s response", f)
+	}
+	assert.Contains(t, p.Stderr(), `"alloc_id":"dddddddd-0000-4000-8000-000000000014","task":"ok"`, "a hostile task does not keep its good sibling out")
+	assert.Contains(t, p.Stderr(), honest)
 }
 
 // The allocations of hostile-files: Nomad alloc IDs are UUIDs, and

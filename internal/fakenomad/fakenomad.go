@@ -81,7 +81,7 @@ const (
 	// little more: copies of the first allocation served, under new IDs
 	// (a node with far more allocations than any real one).
 	HugeList
-	// HugeError answers 500 with a text body of Options.HugeBytes.
+	// HugeError answers 500 with a text body of Options.HugeErrorBytes.
 	HugeError
 )
 
@@ -166,9 +166,12 @@ type Options struct {
 	TLS bool
 	// MaxWait caps a blocking query's wait (Nomad: 300s).
 	MaxWait time.Duration
-	// HugeBytes is the length of the Huge, HugeList and HugeError
-	// faults' bodies (default 64 MiB).
+	// HugeBytes is the length of the Huge and HugeList faults' bodies
+	// (default 64 MiB).
 	HugeBytes int64
+	// HugeErrorBytes is the length of the HugeError fault's body
+	// (default HugeBytes).
+	HugeErrorBytes int64
 }
 
 // Served is what the server sent, for a class of request.
@@ -220,6 +223,9 @@ func New(o Options, allocs ...*api.Allocation) (*Server, error) {
 	}
 	if o.HugeBytes <= 0 {
 		o.HugeBytes = 64 << 20
+	}
+	if o.HugeErrorBytes <= 0 {
+		o.HugeErrorBytes = o.HugeBytes
 	}
 	s := &Server{
 		opts:       o,
@@ -955,12 +961,12 @@ func (s *Server) writeHugeList(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("]"))
 }
 
-// writeHugeError answers 500 with a text body of HugeBytes.
+// writeHugeError answers 500 with a text body of HugeErrorBytes.
 func (s *Server) writeHugeError(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain")
 	w.WriteHeader(http.StatusInternalServerError)
 	line := append(bytes.Repeat([]byte("rpc error: no cluster leader. "), 2184), '\n') // ~64 KiB
-	for left := s.opts.HugeBytes; left > 0; left -= int64(len(line)) {
+	for left := s.opts.HugeErrorBytes; left > 0; left -= int64(len(line)) {
 		if r.Context().Err() != nil {
 			return
 		}
