@@ -80,12 +80,15 @@ func noCanary(t *testing.T, watch *inotifyWatch, lines [][]byte) (opens, leaked 
 }
 
 // hostile-api: the API lists allocations whose IDs or task names contain
-// "../", "/" or NUL, pointing at files outside the alloc dir, and answers
-// once with a body beyond the daemon's size limit. Each is refused with a
-// log line; no file outside the alloc dir is ever opened; the honest
-// allocation's lines all arrive.
+// "../", "/" or NUL, pointing at files outside the alloc dir, or whose IDs
+// are not UUIDs, and then answers with bodies beyond what any real one is:
+// a 70 MiB string, a 70 MiB listing (copies of a real allocation), a
+// 300 MiB error body. Each is refused with a log line; no file outside the
+// alloc dir is ever opened; the honest allocation's lines all arrive; the
+// daemon's peak RSS (VmHWM, reset before each) stays well inside the
+// jobspec's 256 MB.
 func TestHostileAPI(t *testing.T) {
-	w := newWorld(t, worldConfig{streams: specs("h", 2), api: fakenomad.Options{HugeBytes: 65 << 20}})
+	w := newWorld(t, worldConfig{streams: specs("h", 2), api: fakenomad.Options{HugeBytes: 70 << 20, HugeErrorBytes: 300 << 20}})
 	honest := w.streams[0].Spec.AllocID
 	// <alloc dir>/<id>/alloc/logs/<task>.<stream>.0, with the hostile IDs
 	// and task names below, leads to these files.
@@ -96,6 +99,9 @@ func TestHostileAPI(t *testing.T) {
 		allocation(w.template, "x/../../outside", 11, w.logmon, "app"),
 		allocation(w.template, "nul\x00../../outside", 12, w.logmon, "app"),
 		allocation(w.template, "..", 13, w.logmon, "app"),
+		// Not UUIDs: a 5,000-character ID, an uppercase one (issue 16 item 12).
+		allocation(w.template, strings.Repeat("d", 5000), 17, w.logmon, "app"),
+		allocation(w.template, "DDDDDDDD-0000-4000-8000-000000000018", 18, w.logmon, "app"),
 		// A good ID with one hostile task: the good task is tailed.
 		allocation(w.template, "dddddddd-0000-4000-8000-000000000014", 14, w.logmon, "../../../../outside/alloc/logs/evil", "ok"),
 		allocation(w.template, "dddddddd-0000-4000-8000-000000000015", 15, w.logmon, "/abs/../../../outside/alloc/logs/evil"),
@@ -110,35 +116,74 @@ func TestHostileAPI(t *testing.T) {
 		return countLogs(p.Stderr(), "refusing an allocation") == len(hostile)
 	})
 
-	// A body too large to hold: refused, the daemon goes on.
-	failures := strings.Count(p.Stderr(), apiFailed)
-	w.api.SetFault(fakenomad.Huge)
-	waitFor(t, 60*time.Second, "the huge response to be refused", func() bool { return strings.Count(p.Stderr(), apiFailed) > failures })
-	w.api.SetFault(fakenomad.NoFault)
-	hwm, err := procStatus(p.Pid(), "VmHWM")
-	require.NoError(t, err)
 	require.NoError(t, feeder.Stop())
 	waitFor(t, 60*time.Second, "every honest line", w.complete)
 	refusedMetric := w.metric("nlf_allocations_refused_total")
 	w.stopDaemon(p)
 
+	// Bodies too large to hold: refused, the daemon goes on. Each is
+	// measured on a daemon of its own (the Go runtime returns memory to
+	// the system slowly, so one case would inherit the RSS of the last),
+	// once it is watching.
+	hugeFaults := []fakenomad.Fault{fakenomad.Huge, fakenomad.HugeList, fakenomad.HugeError}
+	peaks, before := map[fakenomad.Fault]int64{}, map[fakenomad.Fault]int64{}
+	for _, f := range hugeFaults {
+		q := w.startDaemon()
+		waitFor(t, 20*time.Second, "a listing", func() bool {
+			v, err := scrape(w.metrics, "nlf_nomad_last_sync_timestamp_seconds")
+			return err == nil && v > 0
+		})
+		var err error
+		before[f], err = procStatus(q.Pid(), "VmHWM")
+		require.NoError(t, err)
+		w.api.SetFault(f)
+		waitFor(t, 60*time.Second, "the "+f.String()+" response to be refused", func() bool { return strings.Contains(q.Stderr(), apiFailed) })
+		w.api.SetFault(fakenomad.NoFault)
+		peaks[f], err = procStatus(q.Pid(), "VmHWM")
+		require.NoError(t, err)
+		t.Logf("%s: VmHWM %s MiB (%s MiB before the fault)", f, mib(peaks[f]), mib(before[f]))
+		w.stopDaemon(q)
+	}
+
 	rep := w.report("hostile-api")
 	opens, leaked := noCanary(t, watch, w.recv.Lines())
-	rep.Events = len(hostile) + 1
-	rep.Add("refusals_logged", countLogs(w.stderr(), "refusing an allocation"))
+	rep.Events = len(hostile) + len(hugeFaults)
+	rep.Add("refusals_logged", countLogs(p.Stderr(), "refusing an allocation"))
 	rep.Add("refused_metric", refusedMetric)
-	rep.Add("huge_refused", strings.Contains(w.stderr(), "exceeds the size limit"))
-	rep.Add("vmhwm_mib", mib(hwm))
+	rep.Add("huge_refused", strings.Contains(w.stderr(), "exceeds"))
+	rep.Add("vmhwm_mib_string_70mib", mib(peaks[fakenomad.Huge]))
+	rep.Add("vmhwm_mib_listing_70mib", mib(peaks[fakenomad.HugeList]))
+	rep.Add("vmhwm_mib_error_300mib", mib(peaks[fakenomad.HugeError]))
+	rep.Add("vmhwm_mib_before", mib(before[fakenomad.Huge]))
 	rep.Add("canary_opens", opens)
 	rep.Add("canary_lines", leaked)
 	fmt.Println(rep.Summary())
 	require.True(t, rep.OK(), "%s\n%+v", rep.Summary(), rep.PerStream)
-	assert.Equal(t, len(hostile), countLogs(w.stderr(), "refusing an allocation"), "one log line per hostile allocation")
+	assert.Equal(t, len(hostile), countLogs(p.Stderr(), "refusing an allocation"), "one log line per hostile allocation")
 	assert.Equal(t, float64(len(hostile)), refusedMetric)
-	assert.Contains(t, w.stderr(), "exceeds the size limit", "the huge body was refused as such")
-	assert.Contains(t, w.stderr(), `"alloc_id":"dddddddd-0000-4000-8000-000000000014","task":"ok"`, "a hostile task does not keep its good sibling out")
-	assert.Contains(t, w.stderr(), honest)
+	assert.Contains(t, w.stderr(), "exceeds 16 MiB", "the endless string was refused as such")
+	assert.Contains(t, w.stderr(), "exceeds the size limit", "the huge listing was refused as such")
+	assert.Contains(t, w.stderr(), "Unexpected response code: 500 (rpc error", "the huge error body was read (its start)")
+	for f, hwm := range peaks {
+		// Issue 16 item 6: 506 MB and 539 MB before; the jobspec gives 256 MB.
+		assert.Less(t, hwm, int64(128<<20), "peak RSS while refusing the %s response", f)
+	}
+	assert.Contains(t, p.Stderr(), `"alloc_id":"dddddddd-0000-4000-8000-000000000014","task":"ok"`, "a hostile task does not keep its good sibling out")
+	assert.Contains(t, p.Stderr(), honest)
 }
+
+// The allocations of hostile-files: Nomad alloc IDs are UUIDs, and
+// anything else is refused before it reaches the files.
+const (
+	hfLink0 = "4f000000-0000-4000-8000-000000000001"
+	hfLink2 = "4f000000-0000-4000-8000-000000000002"
+	hfLogs  = "4f000000-0000-4000-8000-000000000003"
+	hfAlloc = "4f000000-0000-4000-8000-000000000004"
+	hfFifo  = "4f000000-0000-4000-8000-000000000005"
+	hfSock  = "4f000000-0000-4000-8000-000000000006"
+	hfDir   = "4f000000-0000-4000-8000-000000000007"
+	hfSwap  = "4f000000-0000-4000-8000-000000000008"
+)
 
 // hostile-files: inside the alloc dir, where log files and folders should
 // be, the daemon meets symlinks to a canary outside (named as file 0 and
@@ -175,42 +220,42 @@ func TestHostileFiles(t *testing.T) {
 		setup    func(dir string)
 	}
 	cases := []hostileCase{
-		{"hf-link0", "link0", 1, func(dir string) {
+		{hfLink0, "link0", 1, func(dir string) {
 			require.NoError(t, os.Symlink(canary, filepath.Join(dir, "link0.stdout.0")))
 			writeLines(filepath.Join(dir, "link0.stdout.1"), "link0", 20)
 		}},
-		{"hf-link2", "link2", 1, func(dir string) {
+		{hfLink2, "link2", 1, func(dir string) {
 			writeLines(filepath.Join(dir, "link2.stdout.0"), "link2-a", 20)
 			writeLines(filepath.Join(dir, "link2.stdout.1"), "link2-b", 20)
 			require.NoError(t, os.Symlink(canary, filepath.Join(dir, "link2.stdout.2")))
 			writeLines(filepath.Join(dir, "link2.stdout.3"), "link2-c", 20)
 		}},
-		{"hf-logs", "app", 2, nil},  // logs folder is a symlink: both streams refuse it
-		{"hf-alloc", "app", 2, nil}, // the alloc folder itself is a symlink
-		{"hf-fifo", "fifo", 1, func(dir string) {
+		{hfLogs, "app", 2, nil},  // logs folder is a symlink: both streams refuse it
+		{hfAlloc, "app", 2, nil}, // the alloc folder itself is a symlink
+		{hfFifo, "fifo", 1, func(dir string) {
 			require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "fifo.stdout.0"), 0o644))
 			writeLines(filepath.Join(dir, "fifo.stdout.1"), "fifo", 20)
 		}},
-		{"hf-sock", "sock", 1, func(dir string) {
+		{hfSock, "sock", 1, func(dir string) {
 			ln, err := net.Listen("unix", filepath.Join(dir, "sock.stdout.0"))
 			require.NoError(t, err)
 			t.Cleanup(func() { ln.Close() })
 			writeLines(filepath.Join(dir, "sock.stdout.1"), "sock", 20)
 		}},
-		{"hf-dir", "dir", 1, func(dir string) {
+		{hfDir, "dir", 1, func(dir string) {
 			require.NoError(t, os.Mkdir(filepath.Join(dir, "dir.stdout.0"), 0o755))
 			writeLines(filepath.Join(dir, "dir.stdout.1"), "dir", 20)
 		}},
-		{"hf-swap", "swap", 1, func(dir string) {
+		{hfSwap, "swap", 1, func(dir string) {
 			writeLines(filepath.Join(dir, "swap.stdout.0"), "swap-a", 20)
 		}},
 	}
 	for _, c := range cases {
 		switch c.id {
-		case "hf-logs":
+		case hfLogs:
 			require.NoError(t, os.MkdirAll(filepath.Join(w.allocDir, c.id, "alloc"), 0o755))
 			require.NoError(t, os.Symlink(filepath.Join(outside, "logs"), filepath.Join(w.allocDir, c.id, "alloc", "logs")))
-		case "hf-alloc":
+		case hfAlloc:
 			require.NoError(t, os.Symlink(filepath.Join(outside, "allocdir"), filepath.Join(w.allocDir, c.id)))
 		default:
 			c.setup(logDir(c.id))
@@ -229,7 +274,7 @@ func TestHostileFiles(t *testing.T) {
 	// symlink to the canary (renamed into place, as an attacker would),
 	// file 0 itself is swapped for one, and file 2 is a real file.
 	waitFor(t, 20*time.Second, "the swap stream's first file", func() bool { return has("swap-a 0000019") })
-	swapDir := filepath.Join(w.allocDir, "hf-swap", "alloc", "logs")
+	swapDir := filepath.Join(w.allocDir, hfSwap, "alloc", "logs")
 	for _, name := range []string{"swap.stdout.1", "swap.stdout.0"} {
 		tmp := filepath.Join(swapDir, ".tmp-"+name)
 		require.NoError(t, os.Symlink(canary, tmp))

@@ -397,6 +397,12 @@ func procStatus(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
+// resetPeakRSS makes VmHWM start again from the current RSS (clear_refs
+// 5, Linux 4.0), so that a peak can be measured for one phase of a run.
+func resetPeakRSS(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
 // openFiles lists the paths of the files a process holds open.
 func openFiles(pid int) []string {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)

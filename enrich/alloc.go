@@ -85,14 +85,15 @@ func IsTerminal(clientStatus string) bool {
 
 // FromAllocation returns both streams of every task of a, unless a is not
 // selected by opts or a task opted out; the two streams of a task share
-// one TaskInfo. An allocation whose ID or task names could lead out of the
-// alloc dir is refused with an error.
+// one TaskInfo. An allocation whose ID is not a
+// UUID (ValidAllocID), or whose task names could lead out of the alloc dir,
+// is refused with an error.
 func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, error) {
 	if a == nil {
 		return nil, nil
 	}
-	if err := ValidPathComponent(a.ID); err != nil {
-		return nil, fmt.Errorf("refusing allocation with ID %q: %w", a.ID, err)
+	if err := ValidAllocID(a.ID); err != nil {
+		return nil, fmt.Errorf("refusing allocation: %w", err)
 	}
 	if a.ID == opts.SelfAllocID || !opts.wantsNamespace(a.Namespace) {
 		return nil, nil

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/nomad/api"
@@ -147,4 +148,33 @@ func TestNamespacesAndSelfAreFiltered(t *testing.T) {
 	assert.Len(t, ds, 2)
 	ds, _ = enrich.FromAllocation(a, enrich.Node{}, enrich.Options{SelfAllocID: a.ID})
 	assert.Empty(t, ds)
+}
+
+// Issue 16 item 12: an alloc ID that is not a UUID was accepted (a
+// 5,000-character one reached the checkpoint).
+func TestAllocIDsThatAreNotUUIDsAreRefused(t *testing.T) {
+	base := loadAllocs(t, fixtures+"/node-allocations.json")["chatty.web[1]"]
+	for _, id := range []string{
+		strings.Repeat("a", 5000),
+		"E333A86A-CEFE-D673-F65E-B5A2E1172D99", // Nomad's are lowercase
+		"e333a86a-cefe-d673-f65e-b5a2e1172d9",  // one short
+		"e333a86a-cefe-d673-f65e-b5a2e1172d99a",
+		"e333a86acefe-d673-f65e-b5a2e1172d99-",
+		"g333a86a-cefe-d673-f65e-b5a2e1172d99",
+		"e333a86a cefe d673 f65e b5a2e1172d99",
+		"hf-link0",
+	} {
+		a := *base
+		a.ID = id
+		ds, err := enrich.FromAllocation(&a, enrich.Node{}, enrich.Options{})
+		require.Error(t, err, "alloc ID %.40q", id)
+		assert.ErrorContains(t, err, "want a UUID")
+		assert.Less(t, len(err.Error()), 200, "a hostile ID is not repeated whole in the log")
+		assert.Empty(t, ds, "alloc ID %.40q", id)
+		assert.Error(t, enrich.ValidAllocID(id))
+	}
+	assert.NoError(t, enrich.ValidAllocID(base.ID))
+	ds, err := enrich.FromAllocation(base, enrich.Node{}, enrich.Options{})
+	require.NoError(t, err)
+	assert.NotEmpty(t, ds)
 }

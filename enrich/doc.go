@@ -3,7 +3,13 @@
 // allocations response), what metadata each one carries, and how a line of
 // a stream is rendered as one JSON object.
 //
-// Discovery through the API (NewClient, Watcher) sends snapshots: after
+// The API client (NewClient) is the api package's over an HTTP client of
+// ours: every response is bounded (the allocations listing is decoded one
+// allocation at a time, Client.Allocations), redirects to another origin
+// are refused (the token would go along), and a Task API socket whose path
+// is too long for a socket address is dialled through its opened folder.
+//
+// Discovery through the API (Watcher) sends snapshots: after
 // every successful listing of the node's allocations, the complete set of
 // targets wanted now. The tailer works out what started, stopped or
 // vanished; a failed request sends nothing, so an unreachable API changes

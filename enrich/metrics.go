@@ -29,6 +29,9 @@ type Metrics struct {
 	LastSync    prometheus.Gauge
 	Allocations prometheus.Gauge
 	Refused     prometheus.Counter
+	// LastContact is how long the server that answered the last listing
+	// had not heard from the leader: how stale a stale read may be.
+	LastContact prometheus.Gauge
 }
 
 // NewMetrics creates discovery's metrics and registers them with reg.
@@ -50,13 +53,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "nlf_allocations_refused_total",
 			Help: "Allocations whose ID or task names would lead out of the alloc dir, never tailed (counted once each).",
 		}),
+		LastContact: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nlf_nomad_last_contact_seconds",
+			Help: "How long the Nomad server that answered the last listing had not heard from the leader (0: the leader answered); listings are stale reads.",
+		}),
 	}
 	// Every kind exists from the start, so that a rate over it is defined.
 	for _, k := range []string{ErrKindUnreachable, ErrKindTimeout, ErrKindDenied, ErrKindServer, ErrKindStatus, ErrKindInvalid} {
 		m.APIErrors.WithLabelValues(k)
 	}
 	if reg != nil {
-		reg.MustRegister(m.APIErrors, m.LastSync, m.Allocations, m.Refused)
+		reg.MustRegister(m.APIErrors, m.LastSync, m.Allocations, m.Refused, m.LastContact)
 	}
 	return m
 }

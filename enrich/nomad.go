@@ -1,12 +1,10 @@
 package enrich
 
 import (
-	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/api"
+	"golang.org/x/sys/unix"
 )
 
 // ClientConfig says how to reach the Nomad HTTP API. Everything else comes
@@ -27,12 +26,17 @@ type ClientConfig struct {
 	// Address overrides NOMAD_ADDR (--nomad-addr): http(s)://HOST:PORT or
 	// unix:///PATH.
 	Address string
-	// MaxResponseBytes bounds a response body, decompressed (default
-	// 64 MiB, --nomad-max-response-bytes): a broken or hostile API cannot
-	// make the daemon grow without limit. Decoding a listing costs about
-	// three times its size.
+	// MaxResponseBytes bounds the allocations listing, decompressed
+	// (default DefaultMaxResponseBytes, --nomad-max-response-bytes): a
+	// broken or hostile API cannot keep the daemon reading forever. The
+	// listing is decoded one allocation at a time (at most
+	// MaxAllocationBytes each), so memory does not grow with it; the other
+	// responses are bounded at 1 MiB, error bodies at 4 KiB.
 	MaxResponseBytes int64
 }
+
+// DefaultMaxResponseBytes is the default bound of the allocations listing.
+const DefaultMaxResponseBytes = 64 << 20
 
 // ClientInfo says how a client was set up, for the startup log. It never
 // holds the token itself.
@@ -48,6 +52,9 @@ type ClientInfo struct {
 	TLS       bool
 	// Region is the client's region (NOMAD_REGION), "" for the agent's.
 	Region string
+	// DialVia is the short path a unix socket too long to dial by its
+	// own path is dialled through (/proc/self/fd/N/api.sock), else "".
+	DialVia string
 }
 
 // The Task API socket and workload identity token file inside a task's
@@ -61,15 +68,59 @@ const (
 // ClientConfig.MaxResponseBytes.
 var ErrResponseTooLarge = errors.New("response body exceeds the size limit")
 
+// ErrRedirectRefused is returned for a redirect to another scheme, host or
+// port: the request carries the Nomad token (X-Nomad-Token, which Go's
+// client does not strip on redirects), and it must reach no one but the
+// configured API.
+var ErrRedirectRefused = errors.New("redirect to another origin refused")
+
+// maxRedirects is how many same-origin redirects one request may follow
+// (net/http's default).
+const maxRedirects = 10
+
+// maxSmallResponse bounds the bodies of the requests other than the
+// listing (the node's record, the agent's self): the api package decodes
+// them whole, and real ones are a few KiB.
+const maxSmallResponse = 1 << 20
+
+// Client is a Nomad API client: the api package's, over an HTTP client
+// that bounds every response, refuses redirects to another origin and can
+// dial a Task API socket whose path is too long for a socket address; and
+// a listing of a node's allocations decoded one at a time (Allocations).
+// It is safe for concurrent use; Close releases it.
+type Client struct {
+	api         *api.Client
+	maxResponse int64
+	// dirFD is the folder of a socket too long to dial by its path,
+	// held open (O_PATH) for the client's life and dialled as
+	// /proc/self/fd/<dirFD>/<name>; -1 when unused. Closed by Close.
+	dirFD int
+}
+
+// API is the api package's client, for the small requests.
+func (c *Client) API() *api.Client { return c.api }
+
+// Address is the address the client was configured with.
+func (c *Client) Address() string { return c.api.Address() }
+
+// Close drops idle connections and the socket's folder, if held.
+func (c *Client) Close() {
+	c.api.Close()
+	if c.dirFD >= 0 {
+		unix.Close(c.dirFD)
+		c.dirFD = -1
+	}
+}
+
 // NewClient builds a Nomad API client from the environment and cfg. The
 // address is, in order: cfg.Address, NOMAD_ADDR, NOMAD_UNIX_ADDR (set by
 // `identity { env = true }`), the Task API socket
 // $NOMAD_SECRETS_DIR/api.sock when it exists, else Nomad's default. The
 // token is NOMAD_TOKEN, else the workload identity file
 // $NOMAD_SECRETS_DIR/nomad_token (`identity { file = true }`).
-func NewClient(cfg ClientConfig) (*api.Client, ClientInfo, error) {
+func NewClient(cfg ClientConfig) (*Client, ClientInfo, error) {
 	if cfg.MaxResponseBytes <= 0 {
-		cfg.MaxResponseBytes = 64 << 20
+		cfg.MaxResponseBytes = DefaultMaxResponseBytes
 	}
 	conf := api.DefaultConfig()
 	info := ClientInfo{AddressFrom: "default", Region: conf.Region}
@@ -81,6 +132,10 @@ func NewClient(cfg ClientConfig) (*api.Client, ClientInfo, error) {
 		info.AddressFrom = "NOMAD_ADDR"
 	case os.Getenv("NOMAD_UNIX_ADDR") != "":
 		conf.Address, info.AddressFrom = os.Getenv("NOMAD_UNIX_ADDR"), "NOMAD_UNIX_ADDR"
+		if strings.HasPrefix(conf.Address, "/") {
+			// A bare path is a socket too.
+			conf.Address = "unix://" + conf.Address
+		}
 	case secrets != "" && isSocket(filepath.Join(secrets, taskAPISocket)):
 		conf.Address, info.AddressFrom = "unix://"+filepath.Join(secrets, taskAPISocket), "NOMAD_SECRETS_DIR"
 	}
@@ -103,6 +158,7 @@ func NewClient(cfg ClientConfig) (*api.Client, ClientInfo, error) {
 		TLSHandshakeTimeout: 10 * time.Second,
 		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
 	}
+	c := &Client{maxResponse: cfg.MaxResponseBytes, dirFD: -1}
 	switch u.Scheme {
 	case "unix":
 		path := u.Path
@@ -112,9 +168,17 @@ func NewClient(cfg ClientConfig) (*api.Client, ClientInfo, error) {
 		if path == "" {
 			return nil, info, fmt.Errorf("Nomad address %q (from %s) names no socket path", info.Address, info.AddressFrom)
 		}
+		dialPath, dirFD, err := socketDialPath(path)
+		if err != nil {
+			return nil, info, fmt.Errorf("Nomad address %s (from %s): %w", info.Address, info.AddressFrom, err)
+		}
+		c.dirFD = dirFD
+		if dialPath != path {
+			info.DialVia = dialPath
+		}
 		dialer := &net.Dialer{Timeout: 10 * time.Second}
 		transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", path)
+			return dialer.DialContext(ctx, "unix", dialPath)
 		}
 	case "http", "https":
 		transport.Proxy = http.ProxyFromEnvironment
@@ -123,23 +187,67 @@ func NewClient(cfg ClientConfig) (*api.Client, ClientInfo, error) {
 	default:
 		return nil, info, fmt.Errorf("Nomad address %q (from %s): want http://, https:// or unix://", info.Address, info.AddressFrom)
 	}
-	httpClient := &http.Client{Transport: transport}
+	fail := func(err error) (*Client, ClientInfo, error) {
+		if c.dirFD >= 0 {
+			unix.Close(c.dirFD)
+		}
+		return nil, info, err
+	}
+	httpClient := &http.Client{Transport: transport, CheckRedirect: checkRedirect}
 	// The api package applies TLS settings only to a client it builds
 	// itself; ours (for the socket dialer and the size limit) gets them here.
 	if err := api.ConfigureTLS(httpClient, conf.TLSConfig); err != nil {
-		return nil, info, fmt.Errorf("configure TLS for the Nomad API (NOMAD_CACERT, NOMAD_CLIENT_CERT, ...): %w", err)
+		return fail(fmt.Errorf("configure TLS for the Nomad API (NOMAD_CACERT, NOMAD_CLIENT_CERT, ...): %w", err))
 	}
 	httpClient.Transport = &limitedTransport{
 		next:   transport,
-		max:    cfg.MaxResponseBytes,
+		max:    maxSmallResponse,
 		bearer: u.Scheme == "unix",
 	}
 	conf.HttpClient = httpClient
-	client, err := api.NewClient(conf)
-	if err != nil {
-		return nil, info, fmt.Errorf("create Nomad API client for %s: %w", info.Address, err)
+	if c.api, err = api.NewClient(conf); err != nil {
+		return fail(fmt.Errorf("create Nomad API client for %s: %w", info.Address, err))
 	}
-	return client, info, nil
+	return c, info, nil
+}
+
+// checkRedirect follows a redirect only to the origin (scheme, host and
+// port) the request was first sent to.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	first := via[0].URL
+	if !sameOrigin(first, req.URL) {
+		return fmt.Errorf("%w: the Nomad API at %s answered with a redirect to %s (another scheme, host or port), "+
+			"which would have been sent the Nomad token; point --nomad-addr or NOMAD_ADDR at the address that answers",
+			ErrRedirectRefused, origin(first), origin(req.URL))
+	}
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", len(via))
+	}
+	return nil
+}
+
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
+}
+
+// port is u's port, or the scheme's default one.
+func port(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http":
+		return "80"
+	case "https":
+		return "443"
+	}
+	return ""
+}
+
+// origin is how a URL is named in an error: scheme and host, never a
+// password, path or query.
+func origin(u *url.URL) string {
+	return strings.ToLower(u.Scheme) + "://" + u.Host
 }
 
 func isSocket(path string) bool {
@@ -156,66 +264,3 @@ func redactAddress(s string) string {
 	}
 	return s
 }
-
-// limitedTransport bounds response bodies (after decompression) and, on
-// the Task API socket, also sends the token as a bearer token, the form
-// Nomad's Task API documentation shows.
-type limitedTransport struct {
-	next   http.RoundTripper
-	max    int64
-	bearer bool
-}
-
-func (t *limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.bearer {
-		if tok := req.Header.Get("X-Nomad-Token"); tok != "" && req.Header.Get("Authorization") == "" {
-			req = req.Clone(req.Context())
-			req.Header.Set("Authorization", "Bearer "+tok)
-		}
-	}
-	resp, err := t.next.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	body := resp.Body
-	var r io.Reader = body
-	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
-		// Decompress here rather than in the api package, so that the
-		// limit applies to what is decoded, not to what was sent.
-		zr, err := gzip.NewReader(body)
-		if err != nil {
-			body.Close()
-			return nil, fmt.Errorf("gzip response from %s: %w", req.URL.Path, err)
-		}
-		r = zr
-		resp.Header.Del("Content-Encoding")
-		resp.ContentLength = -1
-	}
-	resp.Body = &limitedBody{r: r, c: body, left: t.max}
-	return resp, nil
-}
-
-type limitedBody struct {
-	r    io.Reader
-	c    io.Closer
-	left int64
-}
-
-func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		// One byte more tells a body of exactly the limit from a longer one.
-		var one [1]byte
-		if n, _ := b.r.Read(one[:]); n > 0 {
-			return 0, ErrResponseTooLarge
-		}
-		return 0, io.EOF
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n, err := b.r.Read(p)
-	b.left -= int64(n)
-	return n, err
-}
-
-func (b *limitedBody) Close() error { return b.c.Close() }

@@ -98,3 +98,28 @@ func ValidPathComponent(s string) error {
 	}
 	return nil
 }
+
+// ValidAllocID reports why id is not a Nomad allocation ID, or nil if it
+// is one. Nomad makes every alloc ID a UUID in its canonical form: 36
+// lowercase hex digits and dashes, 8-4-4-4-12. Anything else (a
+// 5,000-character name, a path) is not an allocation of this node, and
+// must not become a folder looked up, a stream or a checkpoint entry.
+func ValidAllocID(id string) error {
+	if len(id) != 36 {
+		return fmt.Errorf("alloc ID %q: want a UUID (36 characters, 8-4-4-4-12 lowercase hex), got %d characters", truncate(id, 64), len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return fmt.Errorf("alloc ID %q: want a UUID (8-4-4-4-12 lowercase hex)", id)
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return fmt.Errorf("alloc ID %q: want a UUID (8-4-4-4-12 lowercase hex)", id)
+			}
+		}
+	}
+	return nil
+}

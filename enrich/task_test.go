@@ -238,8 +238,9 @@ func newEventsWatcher(t *testing.T, agentRegion string, modify func(*enrich.Watc
 	root, err := safefs.OpenRoot(allocDir)
 	require.NoError(t, err)
 	t.Cleanup(func() { root.Close() })
-	client, err := api.NewClient(&api.Config{Address: s.URL()})
+	client, _, err := enrich.NewClient(enrich.ClientConfig{Address: s.URL()})
 	require.NoError(t, err)
+	t.Cleanup(client.Close)
 	core, logs := observer.New(zap.InfoLevel)
 	cfg := enrich.WatcherConfig{
 		Client: client, Root: root, Log: zap.New(core), Metrics: enrich.NewMetrics(prometheus.NewRegistry()),

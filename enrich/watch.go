@@ -1,13 +1,16 @@
 package enrich
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -23,7 +26,7 @@ import (
 
 // WatcherConfig sets up a Watcher.
 type WatcherConfig struct {
-	Client *api.Client
+	Client *Client
 	// NodeID is this node (--node-id); empty means asking the agent
 	// (GET /v1/agent/self, stats.client.node_id, needs agent:read).
 	NodeID string
@@ -36,8 +39,10 @@ type WatcherConfig struct {
 	// rendered as nomad.region when the agent's own is not known: it is
 	// asked for (GET /v1/agent/self) only without NodeID.
 	Region string
-	// ReconcileInterval is how often the list is fetched without blocking
-	// (default 30s): a removal wakes no blocking query, a reconcile sees it.
+	// ReconcileInterval is the longest a listing may be old (default
+	// 30s): a removal wakes no blocking query, so each one waits at most
+	// this long, less or more by up to 20% drawn anew each time, and its
+	// answer, whether woken or timed out, is a full listing.
 	ReconcileInterval time.Duration
 	// MaxWait caps one blocking query (default 5m, Nomad's own cap).
 	MaxWait time.Duration
@@ -88,6 +93,16 @@ func (c *WatcherConfig) setDefaults() {
 // up to this much late (a --reconcile-interval under 1s acts as about 1s).
 const minBlockingWait = time.Second
 
+// reconcileJitter is how far each reconcile interval is drawn from
+// ReconcileInterval, either way: a fleet restarted at once (an agent
+// upgrade, a job update) does not keep relisting in step.
+const reconcileJitter = 0.2
+
+// jittered draws an interval within reconcileJitter of d.
+func jittered(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*2-1)*reconcileJitter*float64(d))
+}
+
 // Watcher follows the allocations of this node through the Nomad HTTP API
 // and sends the targets they make. Run owns all of its state; LastSync is
 // safe to call from any goroutine.
@@ -105,6 +120,7 @@ type Watcher struct {
 	failures      int
 	retry         backoff.Backoff // doubles from MinBackoff to MaxBackoff over failures in a row
 	noIndexLogged bool
+	noLeader      bool // the last listing came from a server that knew no leader
 	// notBefore is the earliest start of the next request.
 	notBefore time.Time
 }
@@ -126,34 +142,33 @@ func (w *Watcher) LastSync() time.Time {
 }
 
 // Run sends a snapshot of every wanted target on out after each
-// successful listing, until ctx ends. It waits on blocking queries, lists
-// without blocking every ReconcileInterval and whenever the index went
-// backwards, and backs off after errors. While the API fails it sends
-// nothing, so that streams already running keep running.
+// successful listing, until ctx ends. It lists without blocking at the
+// start, after every API error and whenever the index went backwards;
+// otherwise it waits on a blocking query for at most one (jittered)
+// reconcile interval, and takes its answer, woken by a change or timed
+// out, as the full listing it is: in steady state a node makes one
+// request per interval. It backs off after errors. While the API fails
+// it sends nothing, so that streams already running keep running.
 func (w *Watcher) Run(ctx context.Context, out chan<- []Desired) {
 	var index uint64
-	nextReconcile := time.Now()
 	for ctx.Err() == nil {
 		if !w.pace(ctx) || w.ensureNode(ctx) != nil {
 			continue
 		}
-		now := time.Now()
-		q := &api.QueryOptions{}
-		blocking := index > 0 && now.Before(nextReconcile)
+		start := time.Now()
+		q := &api.QueryOptions{AllowStale: true}
+		blocking := index > 0
 		if blocking {
 			q.WaitIndex = index
-			q.WaitTime = min(w.cfg.MaxWait, max(nextReconcile.Sub(now), minBlockingWait))
+			q.WaitTime = min(w.cfg.MaxWait, max(jittered(w.cfg.ReconcileInterval), minBlockingWait))
 		}
-		allocs, got, err := w.list(ctx, q)
+		targets, got, err := w.list(ctx, q)
 		if err != nil {
 			// Logged, counted, backed off. After an outage (often a
 			// leader election) the index held may mean nothing: list
 			// without blocking first.
 			index = 0
 			continue
-		}
-		if !blocking {
-			nextReconcile = now.Add(w.cfg.ReconcileInterval)
 		}
 		switch {
 		case blocking && got < index:
@@ -162,7 +177,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- []Desired) {
 			w.cfg.Log.Debug("Nomad's allocation index went backwards; listing again",
 				zap.Uint64("sent_index", index), zap.Uint64("index", got))
 			index = 0
-		case blocking && got == index && time.Since(now) < q.WaitTime/2:
+		case blocking && got == index && time.Since(start) < q.WaitTime/2:
 			// Nomad answers a blocking query early only with a higher
 			// index; something between us does not block. Do not spin.
 			w.notBefore = time.Now().Add(w.cfg.MinBackoff)
@@ -171,7 +186,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- []Desired) {
 			index = got
 		}
 		select {
-		case out <- w.desired(allocs):
+		case out <- targets:
 		case <-ctx.Done():
 			return
 		}
@@ -188,12 +203,12 @@ func (w *Watcher) Snapshot(ctx context.Context, attempts int) ([]Desired, error)
 			break
 		}
 		err := w.ensureNode(ctx)
-		var allocs []*api.Allocation
+		var targets []Desired
 		if err == nil {
-			allocs, _, err = w.list(ctx, &api.QueryOptions{})
+			targets, _, err = w.list(ctx, &api.QueryOptions{AllowStale: true})
 		}
 		if err == nil {
-			return w.desired(allocs), nil
+			return targets, nil
 		}
 		lastErr = err
 		if kind, _ := classify(err); kind == ErrKindDenied || kind == ErrKindStatus {
@@ -222,7 +237,7 @@ func (w *Watcher) ensureNode(ctx context.Context) error {
 	if id == "" {
 		var self api.AgentSelf
 		reqCtx, cancel := context.WithTimeout(ctx, w.cfg.RequestGrace)
-		_, err := w.cfg.Client.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(reqCtx))
+		_, err := w.cfg.Client.API().Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(reqCtx))
 		cancel()
 		if err != nil {
 			w.failed(ctx, "GET /v1/agent/self (to learn this node's ID; --node-id avoids it)", err)
@@ -244,7 +259,9 @@ func (w *Watcher) ensureNode(ctx context.Context) error {
 		return err
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, w.cfg.RequestGrace)
-	n, _, err := w.cfg.Client.Nodes().Info(id, (&api.QueryOptions{}).WithContext(reqCtx))
+	// Stale: any server may answer; a node's name and datacenter hardly
+	// ever change.
+	n, _, err := w.cfg.Client.API().Nodes().Info(id, (&api.QueryOptions{AllowStale: true}).WithContext(reqCtx))
 	cancel()
 	if err != nil {
 		w.failed(ctx, "GET /v1/node/"+id, err)
@@ -279,9 +296,10 @@ func ValidNodeID(id string) error {
 	return nil
 }
 
-// list fetches the node's allocations. On error it logs, counts and sets
-// the backoff; on success it records the sync.
-func (w *Watcher) list(ctx context.Context, q *api.QueryOptions) ([]*api.Allocation, uint64, error) {
+// list fetches the node's allocations and turns them into targets as
+// they are decoded. On error it logs, counts and sets the backoff; on
+// success it records the sync.
+func (w *Watcher) list(ctx context.Context, q *api.QueryOptions) ([]Desired, uint64, error) {
 	w.notBefore = time.Now().Add(w.cfg.MinInterval)
 	timeout := w.cfg.RequestGrace
 	if q.WaitTime > 0 {
@@ -290,7 +308,8 @@ func (w *Watcher) list(ctx context.Context, q *api.QueryOptions) ([]*api.Allocat
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	allocs, meta, err := w.cfg.Client.Nodes().Allocations(w.node.ID, q.WithContext(reqCtx))
+	l := w.newListing()
+	meta, err := w.cfg.Client.Allocations(w.node.ID, q.WithContext(reqCtx), l.add)
 	if err != nil {
 		w.failed(ctx, describeList(w.node.ID, q), err)
 		return nil, 0, err
@@ -310,12 +329,30 @@ func (w *Watcher) list(ctx context.Context, q *api.QueryOptions) ([]*api.Allocat
 				zap.String("request", describeList(w.node.ID, q)))
 		}
 		w.notBefore = time.Now().Add(minBlockingWait)
+	} else {
+		w.checkLeader(meta)
 	}
 	now := time.Now()
 	w.lastSync.Store(now.UnixNano())
 	w.cfg.Metrics.LastSync.Set(float64(now.UnixNano()) / 1e9)
-	w.cfg.Metrics.Allocations.Set(float64(len(allocs)))
-	return allocs, meta.LastIndex, nil
+	w.cfg.Metrics.Allocations.Set(float64(l.count))
+	w.cfg.Metrics.LastContact.Set(meta.LastContact.Seconds())
+	return l.finish(), meta.LastIndex, nil
+}
+
+// checkLeader logs when listings start and stop coming from a server
+// that knows no leader: with AllowStale such a server still answers, from
+// a state that stops moving on until a leader is elected.
+func (w *Watcher) checkLeader(meta *api.QueryMeta) {
+	switch {
+	case !meta.KnownLeader && !w.noLeader:
+		w.noLeader = true
+		w.cfg.Log.Warn("the Nomad server that answered knows no leader: listings may be stale until one is elected (changes are seen late, nothing already tailed stops)",
+			zap.Duration("last_contact", meta.LastContact))
+	case meta.KnownLeader && w.noLeader:
+		w.noLeader = false
+		w.cfg.Log.Info("the Nomad servers have a leader again")
+	}
 }
 
 func describeList(nodeID string, q *api.QueryOptions) string {
@@ -367,6 +404,11 @@ func classify(err error) (kind string, status int) {
 			return ErrKindStatus, status
 		}
 	}
+	if errors.Is(err, ErrRedirectRefused) {
+		// A 3xx the client may not follow: as unexpected as a 404, and
+		// retrying will not change it.
+		return ErrKindStatus, 0
+	}
 	var netErr net.Error
 	var syntaxErr *json.SyntaxError
 	var typeErr *json.UnmarshalTypeError
@@ -374,7 +416,7 @@ func classify(err error) (kind string, status int) {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout():
 		return ErrKindTimeout, 0
-	case errors.Is(err, ErrResponseTooLarge), errors.As(err, &syntaxErr), errors.As(err, &typeErr),
+	case errors.Is(err, ErrResponseTooLarge), errors.Is(err, ErrAllocationTooLarge), errors.As(err, &syntaxErr), errors.As(err, &typeErr),
 		errors.Is(err, io.ErrUnexpectedEOF) && !errors.As(err, &urlErr):
 		return ErrKindInvalid, 0
 	case errors.As(err, &urlErr), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
@@ -391,40 +433,65 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// desired turns a listing into the targets to tail.
-func (w *Watcher) desired(allocs []*api.Allocation) []Desired {
-	listed := make(map[string]bool, len(allocs))
+// listing turns the allocations of one listing into targets as they are
+// decoded, so that no allocation outlives its turn.
+type listing struct {
+	w      *Watcher
+	count  int
+	listed map[string]bool
+	groups []allocTargets
+}
+
+// allocTargets are one allocation's targets, with the index Nomad's own
+// client sorts a listing by.
+type allocTargets struct {
+	createIndex uint64
+	targets     []Desired
+}
+
+func (w *Watcher) newListing() *listing {
+	return &listing{w: w, listed: make(map[string]bool)}
+}
+
+func (l *listing) add(a *api.Allocation) error {
+	l.count++
+	w := l.w
+	l.listed[a.ID] = true
+	targets, err := FromAllocation(a, w.node, w.cfg.Options)
+	if err != nil && !w.refused[a.ID] {
+		w.refused[a.ID] = true
+		w.cfg.Metrics.Refused.Inc()
+		w.cfg.Log.Warn("refusing an allocation (or some of its tasks): its ID is not a UUID, or a name would lead out of the alloc dir",
+			zap.String("namespace", a.Namespace), zap.String("job_id", a.JobID), zap.Error(err))
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	if IsTerminal(a.ClientStatus) && !w.cfg.Root.Exists(a.ID) {
+		// Collected already, or never placed here: nothing to read.
+		return nil
+	}
+	w.warnLogsDisabled(a, targets)
+	l.groups = append(l.groups, allocTargets{createIndex: a.CreateIndex, targets: targets})
+	return nil
+}
+
+// finish returns the targets, in the order of the allocations' creation,
+// and forgets the refusals of allocations no longer listed.
+func (l *listing) finish() []Desired {
+	slices.SortStableFunc(l.groups, func(a, b allocTargets) int { return cmp.Compare(a.createIndex, b.createIndex) })
 	var out []Desired
-	for _, a := range allocs {
-		if a == nil {
-			continue
-		}
-		listed[a.ID] = true
-		targets, err := FromAllocation(a, w.node, w.cfg.Options)
-		if err != nil && !w.refused[a.ID] {
-			w.refused[a.ID] = true
-			w.cfg.Metrics.Refused.Inc()
-			w.cfg.Log.Warn("refusing an allocation (or some of its tasks) whose names would lead out of the alloc dir",
-				zap.String("namespace", a.Namespace), zap.String("job_id", a.JobID), zap.Error(err))
-		}
-		if len(targets) == 0 {
-			continue
-		}
-		if IsTerminal(a.ClientStatus) && !w.cfg.Root.Exists(a.ID) {
-			// Collected already, or never placed here: nothing to read.
-			continue
-		}
-		w.warnLogsDisabled(a, targets)
-		out = append(out, targets...)
+	for _, g := range l.groups {
+		out = append(out, g.targets...)
 	}
-	for id := range w.refused {
-		if !listed[id] {
-			delete(w.refused, id)
+	for id := range l.w.refused {
+		if !l.listed[id] {
+			delete(l.w.refused, id)
 		}
 	}
-	for k := range w.logsDisabled {
-		if !listed[k.AllocID] {
-			delete(w.logsDisabled, k)
+	for k := range l.w.logsDisabled {
+		if !l.listed[k.AllocID] {
+			delete(l.w.logsDisabled, k)
 		}
 	}
 	return out

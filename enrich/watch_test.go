@@ -63,8 +63,9 @@ func newHarness(t *testing.T, o fakenomad.Options, modify func(*enrich.WatcherCo
 	h.root, err = safefs.OpenRoot(h.allocDir)
 	require.NoError(t, err)
 	t.Cleanup(func() { h.root.Close() })
-	client, err := api.NewClient(&api.Config{Address: s.URL()})
+	client, _, err := enrich.NewClient(enrich.ClientConfig{Address: s.URL()})
 	require.NoError(t, err)
+	t.Cleanup(client.Close)
 	core, logs := observer.New(zap.DebugLevel)
 	h.logs = logs
 	h.metrics = enrich.NewMetrics(prometheus.NewRegistry())
@@ -230,11 +231,45 @@ func TestReconcileSeesARemoval(t *testing.T) {
 	require.Contains(t, byAlloc(h.next()), runningWithLogs)
 	h.parked()
 	// A purge: the allocation vanishes without ever being terminal. No
-	// waiter wakes; the wait ends at the reconcile.
+	// waiter wakes; the wait ends at the reconcile, at most 1.2 x 1.2s
+	// (the default MaxWait is 5 minutes).
+	removed := time.Now()
 	h.api.Remove(runningWithLogs)
 	h.nextWhere(func(m map[string][]enrich.Desired) bool { _, ok := m[runningWithLogs]; return !ok })
-	// The wait was bounded by the reconcile, and a plain list followed.
-	require.Eventually(t, func() bool { h.drain(); return countPlain(h.api.Queries()) >= 2 }, 10*time.Second, time.Millisecond)
+	assert.Less(t, time.Since(removed), 5*time.Second, "the wait was bounded by the reconcile interval")
+	// The timed-out blocking query answered with the full, current list:
+	// it was the reconcile, and no plain list was needed.
+	assert.Equal(t, 1, countPlain(h.api.Queries()), "queries: %+v", h.api.Queries())
+}
+
+// Issue 13 part 4: each wait is drawn anew within 20% of the reconcile
+// interval, so that a fleet does not relist in step.
+func TestBlockingWaitsAreJitteredEachTime(t *testing.T) {
+	const interval = 100 * time.Second
+	h := newHarness(t, fakenomad.Options{}, func(c *enrich.WatcherConfig) { c.ReconcileInterval = interval })
+	h.run()
+	h.next()
+	waits := map[time.Duration]bool{}
+	for i := range 20 {
+		h.parked()
+		q := h.api.Queries()
+		last := q[len(q)-1]
+		require.NotZero(t, last.Index)
+		d, err := time.ParseDuration(last.Wait)
+		require.NoError(t, err)
+		assert.GreaterOrEqual(t, d, interval*8/10)
+		assert.LessOrEqual(t, d, interval*12/10)
+		waits[d] = true
+		// A change wakes the waiter; the next query draws a new wait.
+		fresh := h.api.Allocation(runningWithLogs)
+		fresh.ID = fmt.Sprintf("0e0e0e0e-1111-2222-3333-%012d", i)
+		h.api.Put(fresh)
+		h.next()
+	}
+	assert.Greater(t, len(waits), 10, "waits drawn anew: %v", waits)
+	for _, x := range h.api.Queries() {
+		assert.True(t, x.Stale, "every listing allows a stale read: %+v", x)
+	}
 }
 
 func TestIndexGoingBackwardsTriggersAPlainList(t *testing.T) {
@@ -279,6 +314,8 @@ func TestAPIFaultsSendNothingAndHeal(t *testing.T) {
 		{fakenomad.CloseConnection, enrich.ErrKindUnreachable, 0},
 		{fakenomad.Hang, enrich.ErrKindTimeout, 0},
 		{fakenomad.Huge, enrich.ErrKindInvalid, 0},
+		{fakenomad.HugeList, enrich.ErrKindInvalid, 0},
+		{fakenomad.HugeError, enrich.ErrKindServer, 500},
 	} {
 		t.Run(tc.fault.String(), func(t *testing.T) {
 			h := newHarness(t, fakenomad.Options{HugeBytes: 4 << 20}, func(c *enrich.WatcherConfig) {
@@ -422,16 +459,14 @@ func toString(v any) string { return fmt.Sprint(v) }
 func TestAShortReconcileIntervalDoesNotSpin(t *testing.T) {
 	h := newHarness(t, fakenomad.Options{}, func(c *enrich.WatcherConfig) { c.ReconcileInterval = 300 * time.Millisecond })
 	h.run()
-	require.Eventually(t, func() bool { h.drain(); return countPlain(h.api.Queries()) >= 3 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { h.drain(); return len(h.api.Queries()) >= 3 }, 10*time.Second, time.Millisecond)
 	q := h.api.Queries()
-	// Each reconcile is followed by one blocking query of at least 1s.
-	assert.LessOrEqual(t, len(q), 2*countPlain(q)+1, "queries: %+v", q)
-	for _, x := range q {
-		if x.Index > 0 {
-			d, err := time.ParseDuration(x.Wait)
-			require.NoError(t, err)
-			assert.GreaterOrEqual(t, d, time.Second)
-		}
+	// One plain list, then blocking queries of at least 1s each.
+	assert.Equal(t, 1, countPlain(q), "queries: %+v", q)
+	for _, x := range q[1:] {
+		d, err := time.ParseDuration(x.Wait)
+		require.NoError(t, err)
+		assert.GreaterOrEqual(t, d, time.Second)
 	}
 }
 
@@ -453,7 +488,7 @@ func TestAResponseWithoutIndexIsUsedAndPolled(t *testing.T) {
 	defer srv.Close()
 	h := newHarness(t, fakenomad.Options{}, func(c *enrich.WatcherConfig) {
 		c.NodeID = "c055d2fa-60f1-812e-3b10-5985f6b956c8"
-		client, err := api.NewClient(&api.Config{Address: srv.URL})
+		client, _, err := enrich.NewClient(enrich.ClientConfig{Address: srv.URL})
 		require.NoError(t, err)
 		c.Client = client
 	})
@@ -462,4 +497,27 @@ func TestAResponseWithoutIndexIsUsedAndPolled(t *testing.T) {
 	assert.Len(t, byAlloc(h.next()), 4, "polled again")
 	assert.Len(t, h.logs.FilterMessageSnippet("no X-Nomad-Index").All(), 1)
 	assert.GreaterOrEqual(t, lists.Load(), int32(2))
+}
+
+// Issue 13 part 4: listings are stale reads, so that any server answers.
+// While the servers have no leader, Nomad refuses consistent reads; the
+// watcher goes on listing from a follower, says so once, and shows how
+// stale the answers may be.
+func TestListingsGoOnWithoutALeader(t *testing.T) {
+	h := newHarness(t, fakenomad.Options{}, func(c *enrich.WatcherConfig) { c.MaxWait = 50 * time.Millisecond })
+	h.run()
+	h.next()
+	h.api.LoseLeader()
+	require.Eventually(t, func() bool {
+		h.drain()
+		return testutil.ToFloat64(h.metrics.LastContact) > 0
+	}, 10*time.Second, time.Millisecond, "listings answered by a follower")
+	assert.Len(t, h.logs.FilterMessageSnippet("knows no leader").All(), 1, "said once")
+	assert.Zero(t, testutil.ToFloat64(h.metrics.APIErrors.WithLabelValues(enrich.ErrKindServer)), "no listing failed")
+	h.api.ElectLeader()
+	require.Eventually(t, func() bool {
+		h.drain()
+		return len(h.logs.FilterMessageSnippet("have a leader again").All()) == 1
+	}, 10*time.Second, time.Millisecond)
+	assert.Zero(t, testutil.ToFloat64(h.metrics.LastContact))
 }

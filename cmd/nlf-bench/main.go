@@ -36,11 +36,12 @@ func run(args []string) int {
 	fs.IntVar(&cfg.Rate, "rate", 100, "many-streams: lines per second per stream")
 	fs.DurationVar(&cfg.ManyStreams, "many-streams-for", 30*time.Second, "many-streams: measured window")
 	fs.DurationVar(&cfg.Idle, "idle-for", 60*time.Second, "idle: measured window")
-	fs.StringVar(&cfg.Fixtures, "fixtures", "testdata/nomad-2.0.5/api", "discovery: captured Nomad API answers whose allocation, node and agent the fake API serves")
+	fs.DurationVar(&cfg.APILoad, "api-load-for", time.Minute, "api-load: measured window (at a tenth of the default reconcile interval)")
+	fs.StringVar(&cfg.Fixtures, "fixtures", "testdata/nomad-2.0.5/api", "discovery and api-load: captured Nomad API answers whose allocation, node and agent the fake API serves")
 	fs.StringVar(&cfg.GoBench, "gobench", "", "output of `go test -bench . -benchmem ./...`, whose hot-path allocations become rows")
 	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "write a CPU profile of every forwarder run into this folder")
 	fs.StringVar(&cfg.WorkDir, "work-dir", "", "folder for generated data (default: a temporary one)")
-	quick := fs.Bool("quick", false, "small sizes for a quick look: 200,000 lines, 1 run, 10 s windows")
+	quick := fs.Bool("quick", false, "small sizes for a quick look: 200,000 lines, 1 run, 10-15 s windows")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -49,7 +50,7 @@ func run(args []string) int {
 	}
 	if *quick {
 		cfg.Lines, cfg.Repeat = 200_000, 1
-		cfg.ManyStreams, cfg.Idle = 10*time.Second, 10*time.Second
+		cfg.ManyStreams, cfg.Idle, cfg.APILoad = 10*time.Second, 10*time.Second, 15*time.Second
 	}
 	cfg.Progress = os.Stderr
 

@@ -116,7 +116,7 @@ func parseRunFlags(args []string, stdout, stderr io.Writer) (*runFlags, error) {
 	fs.DurationVar(&f.drainDelay, "drain-delay", 10*time.Second, "a stopped allocation's stream is retired after this long with no new bytes")
 	fs.DurationVar(&f.reconcileInterval, "reconcile-interval", 30*time.Second, "how often the full list of allocations is fetched (or the alloc dir rescanned)")
 	fs.StringVar(&f.nomadAddr, "nomad-addr", "", "Nomad HTTP API address (default: NOMAD_ADDR, or the task API socket)")
-	fs.Int64Var(&f.nomadMaxResponse, "nomad-max-response-bytes", 64<<20, "refuse Nomad API responses larger than this (decompressed); decoding costs about 3x this in memory")
+	fs.Int64Var(&f.nomadMaxResponse, "nomad-max-response-bytes", enrich.DefaultMaxResponseBytes, "refuse an allocations listing larger than this (decompressed); it is decoded one allocation at a time, so memory does not grow with it")
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's ID, rendered as nomad.node_id (default: asked from /v1/agent/self; with --offline, taken from --allocs-file)")
 	fs.StringArrayVar(&f.namespaces, "namespace", nil, "tail only this namespace (repeatable; default all)")
 	fs.StringArrayVar(&f.metaKeys, "meta", nil, "copy this task/group/job meta key into nomad.meta.KEY (repeatable)")
@@ -475,7 +475,7 @@ func apiDiscovery(ctx context.Context, f *runFlags, root *safefs.Root, opts enri
 	}
 	d.close = client.Close
 	log.Info("using the Nomad API", zap.String("address", info.Address), zap.String("address_from", info.AddressFrom),
-		zap.String("token_from", info.TokenFrom), zap.Bool("tls", info.TLS))
+		zap.String("token_from", info.TokenFrom), zap.Bool("tls", info.TLS), zap.String("dial_via", info.DialVia))
 	watcher := enrich.NewWatcher(enrich.WatcherConfig{
 		Client: client, NodeID: f.nodeID, Root: root, Options: opts, Region: info.Region,
 		ReconcileInterval: f.reconcileInterval, Log: log, Metrics: enrich.NewMetrics(reg),

@@ -38,6 +38,9 @@ type Config struct {
 	Idle        time.Duration
 	Settle      time.Duration
 
+	// APILoad is the measured window of the api-load scenario.
+	APILoad time.Duration
+
 	// Fixtures is a folder of captured Nomad API answers
 	// (testdata/nomad-2.0.5/api) that the discovery scenario's fake API
 	// serves: its allocations are copies of one of them.
@@ -61,6 +64,7 @@ func (c *Config) Defaults() {
 	c.ManyStreams = orDefault(c.ManyStreams, 30*time.Second)
 	c.Idle = orDefault(c.Idle, 60*time.Second)
 	c.Settle = orDefault(c.Settle, 2*time.Second)
+	c.APILoad = orDefault(c.APILoad, time.Minute)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -87,6 +91,7 @@ func scenarios() []scenario {
 		{name: "idle", run: idle},
 		{name: "restart", run: restart},
 		{name: "discovery", run: discovery},
+		{name: "api-load", run: apiLoad},
 	}
 }
 

@@ -23,7 +23,7 @@ func TestHarnessPrintsOneTableWithEveryScenario(t *testing.T) {
 	rows, err := Run(t.Context(), Config{
 		Forwarder: e2e.Binary(t), Ideal: e2e.Build(t, "./bench/ideal"),
 		Lines: 20_000, Repeat: 1, Allocs: 5, Rate: 100,
-		ManyStreams: 300 * time.Millisecond, Idle: 300 * time.Millisecond, Settle: 100 * time.Millisecond,
+		ManyStreams: 300 * time.Millisecond, Idle: 300 * time.Millisecond, Settle: 100 * time.Millisecond, APILoad: 1500 * time.Millisecond,
 		GoBench: gobench, Fixtures: "../../testdata/nomad-2.0.5/api",
 	})
 	require.NoError(t, err)

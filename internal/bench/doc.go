@@ -4,8 +4,9 @@
 // live writers that imitate logmon, a saved allocations response, a fake
 // Nomad API serving copies of a captured allocation), the peers (a TCP one,
 // which counts lines and reads the write time that each line carries, and
-// an HTTP one, which gunzips and counts), and the daemon's CPU time and
-// peak RSS, read from /proc or from the wait status of the child.
+// an HTTP one, which gunzips and counts), the daemon's CPU time and peak
+// RSS, read from /proc or from the wait status of the child, and what it
+// costs the Nomad API (the requests and bytes the fake API served).
 //
 // CPU figures that depend on the machine are given beside those of the
 // yardstick (bench/ideal, the bare read-wrap-write loop), or for the HTTP

@@ -13,19 +13,28 @@
 //   - a change (Put, Update) wakes waiters; a removal does not, unless it
 //     leaves the node empty (the table index is then above theirs);
 //   - wait needs a unit ("wait=5" answers 400 Invalid wait time), and is
-//     capped at 300s like Nomad's; an unknown node ID answers 200 [].
+//     capped at 300s like Nomad's; an unknown node ID answers 200 [];
+//   - bodies are chunked, and gzipped when the request accepts gzip;
+//   - every answer carries X-Nomad-Index, X-Nomad-KnownLeader and
+//     X-Nomad-LastContact. After LoseLeader (an election under way, a
+//     partition), a request without `stale` answers 500 No cluster leader,
+//     as Nomad's do, while a stale one is answered (by a follower) with
+//     X-Nomad-KnownLeader false and the time since the leader was lost as
+//     X-Nomad-LastContact, until ElectLeader.
 //
 // A test can also make the API misbehave for a while (SetFault): status
 // 500 or 403, a body that is not JSON, a truncated body, a closed
-// connection, a request that hangs, or an endless body.
+// connection, a request that hangs, an endless string, a huge listing or
+// a huge error body.
 //
-// Responses are encoded once per change, so serving hundreds of
-// allocations to many requests stays cheap. A Server is safe for
-// concurrent use.
+// Responses are encoded (and gzipped) once per change, so serving
+// hundreds of allocations to many requests stays cheap; the bytes served
+// are counted (Served). A Server is safe for concurrent use.
 package fakenomad
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
@@ -68,6 +77,12 @@ const (
 	// Huge answers 200 with a JSON array whose first string never ends
 	// before Options.HugeBytes bytes.
 	Huge
+	// HugeList answers 200 with a valid listing of Options.HugeBytes or a
+	// little more: copies of the first allocation served, under new IDs
+	// (a node with far more allocations than any real one).
+	HugeList
+	// HugeError answers 500 with a text body of Options.HugeErrorBytes.
+	HugeError
 )
 
 func (f Fault) String() string {
@@ -88,6 +103,10 @@ func (f Fault) String() string {
 		return "hang"
 	case Huge:
 		return "huge"
+	case HugeList:
+		return "huge-list"
+	case HugeError:
+		return "huge-error"
 	}
 	return "fault(" + strconv.Itoa(int(f)) + ")"
 }
@@ -117,6 +136,8 @@ type Query struct {
 	Wait string
 	// Token is the X-Nomad-Token header, or the bearer token.
 	Token string
+	// Stale is whether the request allowed a stale read (?stale).
+	Stale bool
 	At    time.Time
 }
 
@@ -145,8 +166,20 @@ type Options struct {
 	TLS bool
 	// MaxWait caps a blocking query's wait (Nomad: 300s).
 	MaxWait time.Duration
-	// HugeBytes is the length of the Huge fault's body (default 64 MiB).
+	// HugeBytes is the length of the Huge and HugeList faults' bodies
+	// (default 64 MiB).
 	HugeBytes int64
+	// HugeErrorBytes is the length of the HugeError fault's body
+	// (default HugeBytes).
+	HugeErrorBytes int64
+}
+
+// Served is what the server sent, for a class of request.
+type Served struct {
+	Requests int
+	// Body is the bytes of the bodies as encoded (before gzip);
+	// Wire is what went on the connection for them (gzipped when asked).
+	Body, Wire int64
 }
 
 // Server is a fake Nomad agent.
@@ -163,12 +196,15 @@ type Server struct {
 	tableIndex uint64 // index of the last write to the allocation table
 	allocs     map[string]*entry
 	body       []byte // cached encoding of the list; nil after a change
+	gzBody     []byte // cached gzip of body; nil after a change
 	changed    chan struct{}
 	fault      Fault
 	faultTimer *time.Timer
 	counts     [numKinds]int
+	served     [numKinds]Served
 	queries    []Query
 	waiting    int
+	leaderLost time.Time // zero while there is a leader
 }
 
 type entry struct {
@@ -187,6 +223,9 @@ func New(o Options, allocs ...*api.Allocation) (*Server, error) {
 	}
 	if o.HugeBytes <= 0 {
 		o.HugeBytes = 64 << 20
+	}
+	if o.HugeErrorBytes <= 0 {
+		o.HugeErrorBytes = o.HugeBytes
 	}
 	s := &Server{
 		opts:       o,
@@ -400,7 +439,7 @@ func (s *Server) SetIndex(n uint64) {
 // changedLocked drops the cached body and wakes every waiter, which then
 // compares the new index with its own.
 func (s *Server) changedLocked() {
-	s.body = nil
+	s.body, s.gzBody = nil, nil
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -520,6 +559,32 @@ func (s *Server) Requests(k Kind) int {
 	return s.counts[k]
 }
 
+// Served is what was sent for requests of kind k so far (Allocations
+// includes Blocking).
+func (s *Server) Served(k Kind) Served {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.served[k]
+}
+
+// LoseLeader makes the servers lose their leader: consistent reads fail
+// with 500 No cluster leader, stale reads are answered with
+// X-Nomad-KnownLeader false. Waiters are not woken.
+func (s *Server) LoseLeader() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.leaderLost.IsZero() {
+		s.leaderLost = time.Now()
+	}
+}
+
+// ElectLeader ends LoseLeader.
+func (s *Server) ElectLeader() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.leaderLost = time.Time{}
+}
+
 // Queries lists the latest allocations requests, oldest first.
 func (s *Server) Queries() []Query {
 	s.mu.Lock()
@@ -554,6 +619,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Permission denied", http.StatusForbidden)
 		return
 	}
+	if kind != AgentSelf && kind != Other && !stale(r) && s.leaderless() {
+		// Only the leader answers a consistent read (Nomad's rpc.go
+		// forward); an agent's own self needs no server.
+		http.Error(w, "No cluster leader", http.StatusInternalServerError)
+		return
+	}
 	switch kind {
 	case Allocations:
 		s.serveAllocations(w, r, nodeID)
@@ -565,15 +636,28 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "node not found", http.StatusNotFound)
 			return
 		}
-		s.write(w, s.node, s.Index())
+		s.write(w, r, kind, s.node, nil, s.Index())
 	case AgentSelf:
 		if s.answerFault(w, r) {
 			return
 		}
-		s.write(w, s.agentSelf, s.Index())
+		s.write(w, r, kind, s.agentSelf, nil, s.Index())
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// stale reports whether r allows a stale read: Nomad looks only at the
+// presence of the parameter (the api package sends "stale=").
+func stale(r *http.Request) bool {
+	_, ok := r.URL.Query()["stale"]
+	return ok
+}
+
+func (s *Server) leaderless() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.leaderLost.IsZero()
 }
 
 func route(r *http.Request) (Kind, string) {
@@ -602,7 +686,8 @@ func (s *Server) logQuery(r *http.Request, nodeID, token string) {
 	if index > 0 {
 		s.counts[Blocking]++
 	}
-	s.queries = append(s.queries, Query{NodeID: nodeID, Index: index, Wait: q.Get("wait"), Token: token, At: time.Now()})
+	_, stale := q["stale"]
+	s.queries = append(s.queries, Query{NodeID: nodeID, Index: index, Wait: q.Get("wait"), Token: token, Stale: stale, At: time.Now()})
 	if len(s.queries) > maxQueries {
 		s.queries = append(s.queries[:0], s.queries[len(s.queries)-maxQueries/2:]...)
 	}
@@ -638,16 +723,16 @@ func (s *Server) serveAllocations(w http.ResponseWriter, r *http.Request, nodeID
 		return
 	}
 	s.mu.Lock()
-	var body []byte
-	idx := s.indexLocked()
+	body, gz := []byte("[]"), []byte(nil)
+	idx := s.tableIndex
 	if nodeID == s.opts.NodeID {
-		body = s.bodyLocked()
-	} else {
-		body = []byte("[]")
-		idx = s.tableIndex
+		body, idx = s.bodyLocked(), s.indexLocked()
+		if acceptsGzip(r) {
+			gz = s.gzBodyLocked()
+		}
 	}
 	s.mu.Unlock()
-	s.write(w, body, idx)
+	s.write(w, r, Allocations, body, gz, idx)
 }
 
 // block parks a blocking query until the index passes index, wait ends or
@@ -697,15 +782,69 @@ func (s *Server) bodyLocked() []byte {
 	return s.body
 }
 
-func (s *Server) write(w http.ResponseWriter, body []byte, index uint64) {
+func (s *Server) gzBodyLocked() []byte {
+	if s.gzBody == nil {
+		s.gzBody = gzipped(s.bodyLocked())
+	}
+	return s.gzBody
+}
+
+func gzipped(body []byte) []byte {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	_, _ = zw.Write(body)
+	_ = zw.Close()
+	return b.Bytes()
+}
+
+func acceptsGzip(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept-Encoding"), "gzip")
+}
+
+// write answers 200 with body, as gz (its gzip, computed here when nil)
+// if the client accepts gzip, chunked as Nomad's are, with Nomad's
+// headers; it counts what it sent under kind.
+func (s *Server) write(w http.ResponseWriter, r *http.Request, kind Kind, body, gz []byte, index uint64) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
+	h.Set("Vary", "Accept-Encoding")
 	h.Set("X-Nomad-Index", strconv.FormatUint(index, 10))
-	h.Set("X-Nomad-Knownleader", "true")
-	h.Set("X-Nomad-Lastcontact", "0")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	s.mu.Lock()
+	lost := s.leaderLost
+	s.mu.Unlock()
+	if lost.IsZero() {
+		h.Set("X-Nomad-Knownleader", "true")
+		h.Set("X-Nomad-Lastcontact", "0")
+	} else {
+		h.Set("X-Nomad-Knownleader", "false")
+		h.Set("X-Nomad-Lastcontact", strconv.FormatInt(time.Since(lost).Milliseconds(), 10))
+	}
+	wire := body
+	if acceptsGzip(r) {
+		if gz == nil {
+			gz = gzipped(body)
+		}
+		h.Set("Content-Encoding", "gzip")
+		wire = gz
+	}
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+	_, _ = w.Write(wire)
+	s.count(r, kind, len(body), len(wire))
+}
+
+// count adds a response to what was served.
+func (s *Server) count(r *http.Request, kind Kind, body, wire int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kinds := []Kind{kind}
+	if kind == Allocations && r.URL.Query().Get("index") != "" && r.URL.Query().Get("index") != "0" {
+		kinds = append(kinds, Blocking)
+	}
+	for _, k := range kinds {
+		s.served[k].Requests++
+		s.served[k].Body += int64(body)
+		s.served[k].Wire += int64(wire)
+	}
 }
 
 // answerFault answers r according to the fault in effect, and reports
@@ -751,6 +890,10 @@ func (s *Server) answerFault(w http.ResponseWriter, r *http.Request) bool {
 			}
 		case Huge:
 			s.writeHuge(w, r)
+		case HugeList:
+			s.writeHugeList(w, r)
+		case HugeError:
+			s.writeHugeError(w, r)
 		}
 		return true
 	}
@@ -773,6 +916,64 @@ func (s *Server) writeHuge(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	_, _ = w.Write([]byte(`"}]`))
+}
+
+// writeHugeList answers a valid listing of at least HugeBytes: copies of
+// the first allocation served, each under an ID of its own.
+func (s *Server) writeHugeList(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	var tmpl []byte
+	if ids := s.orderLocked(); len(ids) > 0 {
+		tmpl = s.allocs[ids[0]].raw
+	}
+	idx := s.indexLocked()
+	s.mu.Unlock()
+	if tmpl == nil {
+		tmpl = []byte(`{"ID":"00000000-0000-4000-8000-000000000000"}`)
+	}
+	var a map[string]any
+	if err := json.Unmarshal(tmpl, &a); err != nil {
+		panic(err) // encoded by put
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Nomad-Index", strconv.FormatUint(idx, 10))
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write([]byte("[")); err != nil {
+		return
+	}
+	for i, sent := 0, int64(1); sent < s.opts.HugeBytes; i++ {
+		if r.Context().Err() != nil {
+			return
+		}
+		a["ID"] = fmt.Sprintf("ffffffff-0000-4000-8000-%012d", i)
+		b, err := json.Marshal(a)
+		if err != nil {
+			panic(err)
+		}
+		if i > 0 {
+			b = append([]byte{','}, b...)
+		}
+		if _, err := w.Write(b); err != nil {
+			return
+		}
+		sent += int64(len(b))
+	}
+	_, _ = w.Write([]byte("]"))
+}
+
+// writeHugeError answers 500 with a text body of HugeErrorBytes.
+func (s *Server) writeHugeError(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(http.StatusInternalServerError)
+	line := append(bytes.Repeat([]byte("rpc error: no cluster leader. "), 2184), '\n') // ~64 KiB
+	for left := s.opts.HugeErrorBytes; left > 0; left -= int64(len(line)) {
+		if r.Context().Err() != nil {
+			return
+		}
+		if _, err := w.Write(line[:min(int64(len(line)), left)]); err != nil {
+			return
+		}
+	}
 }
 
 // LoadAllocations reads a saved allocations response (a JSON array).

@@ -1,8 +1,10 @@
 package fakenomad
 
 import (
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -243,4 +245,104 @@ func BenchmarkList500(b *testing.B) {
 			b.Fatal(len(got), err)
 		}
 	}
+}
+
+// Nomad's answers are gzipped when asked and chunked; the fake counts
+// what it sent both ways.
+func TestGzipWhenAskedAndBytesServed(t *testing.T) {
+	s, _ := start(t)
+	get := func(gz bool) *http.Response {
+		req, err := http.NewRequest(http.MethodGet, s.URL()+"/v1/node/"+s.NodeID()+"/allocations", nil)
+		require.NoError(t, err)
+		if gz {
+			req.Header.Set("Accept-Encoding", "gzip")
+		}
+		// Go's own transport would ask for gzip and hide it.
+		tr := &http.Transport{DisableCompression: true}
+		resp, err := tr.RoundTrip(req)
+		require.NoError(t, err)
+		t.Cleanup(func() { resp.Body.Close(); tr.CloseIdleConnections() })
+		return resp
+	}
+	plain := get(false)
+	body, err := io.ReadAll(plain.Body)
+	require.NoError(t, err)
+	assert.Empty(t, plain.Header.Get("Content-Encoding"))
+	assert.Equal(t, int64(-1), plain.ContentLength, "chunked, as Nomad's")
+	assert.Equal(t, "Accept-Encoding", plain.Header.Get("Vary"))
+
+	zipped := get(true)
+	assert.Equal(t, "gzip", zipped.Header.Get("Content-Encoding"))
+	zr, err := gzip.NewReader(zipped.Body)
+	require.NoError(t, err)
+	unzipped, err := io.ReadAll(zr)
+	require.NoError(t, err)
+	assert.Equal(t, body, unzipped)
+
+	served := s.Served(Allocations)
+	assert.Equal(t, 2, served.Requests)
+	assert.Equal(t, 2*int64(len(body)), served.Body)
+	assert.Less(t, served.Wire, served.Body, "the gzipped answer was smaller")
+	assert.Greater(t, served.Wire, int64(len(body)))
+}
+
+// Without a leader, Nomad answers a consistent read 500 "No cluster
+// leader"; a stale one is answered by a follower, which says it knows no
+// leader and how long since it last heard from one.
+func TestStaleReadsWithoutALeader(t *testing.T) {
+	s, c := start(t)
+	_, meta, err := c.Nodes().Allocations(s.NodeID(), &api.QueryOptions{AllowStale: true})
+	require.NoError(t, err)
+	assert.True(t, meta.KnownLeader)
+	assert.Zero(t, meta.LastContact)
+
+	s.LoseLeader()
+	_, _, err = c.Nodes().Allocations(s.NodeID(), nil)
+	assert.ErrorContains(t, err, "No cluster leader")
+	_, _, err = c.Nodes().Info(s.NodeID(), nil)
+	assert.ErrorContains(t, err, "No cluster leader")
+	_, err = c.Agent().Self()
+	assert.NoError(t, err, "the agent's own self needs no server")
+
+	require.Eventually(t, func() bool {
+		allocs, meta, err := c.Nodes().Allocations(s.NodeID(), &api.QueryOptions{AllowStale: true})
+		require.NoError(t, err)
+		assert.Len(t, allocs, 5)
+		assert.False(t, meta.KnownLeader)
+		return meta.LastContact > 0
+	}, 5*time.Second, 5*time.Millisecond, "the time since the leader was lost grows")
+	_, _, err = c.Nodes().Info(s.NodeID(), &api.QueryOptions{AllowStale: true})
+	assert.NoError(t, err)
+
+	s.ElectLeader()
+	_, meta, err = c.Nodes().Allocations(s.NodeID(), nil)
+	require.NoError(t, err)
+	assert.True(t, meta.KnownLeader)
+	q := s.Queries()
+	assert.True(t, q[0].Stale)
+	assert.False(t, q[1].Stale)
+}
+
+// HugeList is a valid listing of at least HugeBytes; HugeError a 500 with
+// a body of HugeBytes.
+func TestHugeListAndHugeError(t *testing.T) {
+	s, err := FromFixtures(fixtures, "node-allocations.json", Options{HugeBytes: 1 << 20})
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	c, err := api.NewClient(&api.Config{Address: s.URL()})
+	require.NoError(t, err)
+	s.SetFault(HugeList)
+	allocs, _, err := c.Nodes().Allocations(s.NodeID(), nil)
+	require.NoError(t, err)
+	assert.Greater(t, len(allocs), 1<<20/(20<<10), "about 1 MiB of allocations")
+	seen := map[string]bool{}
+	for _, a := range allocs {
+		assert.False(t, seen[a.ID], "IDs differ")
+		seen[a.ID] = true
+	}
+	s.SetFault(HugeError)
+	_, _, err = c.Nodes().Allocations(s.NodeID(), nil)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "500")
+	assert.Greater(t, len(err.Error()), 1<<20)
 }

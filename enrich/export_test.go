@@ -1,0 +1,4 @@
+package enrich
+
+// SameOriginForTest exposes the redirect rule to the external tests.
+var SameOriginForTest = sameOrigin
