@@ -105,6 +105,20 @@ func (o *memOutput) open(gate chan struct{}) {
 	}
 }
 
+// raw is every complete line written so far that is valid JSON.
+func (o *memOutput) raw(t *testing.T) [][]byte {
+	o.mu.Lock()
+	data := append([]byte(nil), o.data.Bytes()...)
+	o.mu.Unlock()
+	var out [][]byte
+	for _, l := range bytes.Split(data, []byte{'\n'}) {
+		if json.Valid(l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // lines decodes every complete, valid line written so far; torn lines
 // from failed writes are skipped.
 func (o *memOutput) lines(t *testing.T) []received {

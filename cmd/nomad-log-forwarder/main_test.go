@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
 
 // cli runs the command line in-process and returns its exit code, stdout
@@ -191,7 +193,9 @@ func TestListShowsUnknownLag(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "not-the-alloc-dir")
 	code, out, errOut = cli("offsets", "list", "--checkpoint", path, "--alloc-dir", missing)
 	require.Equal(t, 0, code, errOut)
-	assert.Equal(t, 3, strings.Count(out, " - "))
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		assert.Equal(t, "-", strings.Fields(l)[5], "LAG_BYTES unknown: %s", l)
+	}
 	assert.Equal(t, 1, strings.Count(errOut, "\n"), errOut)
 	assert.Contains(t, errOut, missing)
 	assert.Contains(t, errOut, "every stream")
@@ -242,4 +246,31 @@ func TestVersionIsStamped(t *testing.T) {
 	code, out, _ := cli("version")
 	assert.Equal(t, 0, code)
 	assert.True(t, strings.HasPrefix(out, "nomad-log-forwarder 1.2.3 (go1."), out)
+}
+
+// A task's events have a row of their own, with the time of the last event
+// the output confirmed, and no files or lag.
+func TestListShowsTheLastEventTimePerTask(t *testing.T) {
+	allocDir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(allocDir, allocA, "alloc", "logs"), 0o755))
+	events := ckEntry(allocA, "web", taskstream.Events, 0, 0)
+	events.EventTime = time.Date(2026, 12, 5, 10, 0, 0, 1, time.UTC).UnixNano()
+	path := writeCheckpoint(t, ckEntry(allocA, "web", "stdout", 0, 0), events)
+
+	code, out, errOut := cli("offsets", "list", "--checkpoint", path, "--alloc-dir", allocDir, "--json")
+	require.Equal(t, 0, code, errOut)
+	var rows []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &rows))
+	require.Len(t, rows, 2)
+	assert.Equal(t, "event", rows[0]["stream"])
+	assert.Equal(t, "2026-12-05T10:00:00.000000001Z", rows[0]["last_event_time"])
+	assert.Nil(t, rows[0]["lag_bytes"])
+	assert.NotContains(t, rows[1], "last_event_time")
+	assert.Empty(t, errOut, "no lag is missing: events have none")
+
+	code, out, _ = cli("offsets", "list", "--checkpoint", path, "--alloc-dir", allocDir)
+	require.Equal(t, 0, code)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	assert.Contains(t, lines[0], "LAST_EVENT")
+	assert.Equal(t, []string{allocA, "web", "event", "-", "-", "-", "2026-12-05T10:00:00.000000001Z", "false"}, strings.Fields(lines[1])[:8])
 }

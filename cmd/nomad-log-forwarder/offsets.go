@@ -135,6 +135,9 @@ type offsetRow struct {
 	LagBytes  *int64 `json:"lag_bytes"`
 	Finished  bool   `json:"finished"`
 	UpdatedAt string `json:"updated_at"`
+	// LastEventTime is, on a task's events row (stream "event"), the time
+	// of the last event the output confirmed (RFC 3339, nanoseconds).
+	LastEventTime string `json:"last_event_time,omitempty"`
 }
 
 // offsetsList only reads the checkpoint, so it is safe while a daemon runs.
@@ -150,7 +153,7 @@ func offsetsList(w, warn io.Writer, path, allocDir string, asJSON bool) error {
 	// One warning for all the lags that could not be measured, naming the
 	// first folder: a node whose alloc dir is elsewhere would otherwise
 	// print one per stream.
-	var unknown int
+	var unknown, measured int
 	var firstErr error
 	rows := make([]offsetRow, 0, len(entries))
 	checkpoint.Sort(entries)
@@ -159,6 +162,13 @@ func offsetsList(w, warn io.Writer, path, allocDir string, asJSON bool) error {
 			AllocID: e.AllocID, Task: e.Task, Stream: e.Stream, FileIndex: e.FileIndex, Offset: e.Offset,
 			Finished: e.Finished, UpdatedAt: e.UpdatedAt.UTC().Format(time.RFC3339Nano),
 		}
+		if e.Key().IsEvents() {
+			// A task's events: no files, no lag; how far they went.
+			row.LastEventTime = time.Unix(0, e.EventTime).UTC().Format(time.RFC3339Nano)
+			rows = append(rows, row)
+			continue
+		}
+		measured++
 		lagErr := rootErr
 		if rootErr == nil {
 			var lag int64
@@ -178,7 +188,7 @@ func offsetsList(w, warn io.Writer, path, allocDir string, asJSON bool) error {
 	case rootErr != nil && unknown > 0:
 		fmt.Fprintf(warn, "warning: LAG_BYTES is unknown for every stream: cannot read the alloc dir: %s (is --alloc-dir right?)\n", escapeControls(rootErr.Error()))
 	case unknown > 0:
-		fmt.Fprintf(warn, "warning: LAG_BYTES is unknown for %d of %d streams: %s\n", unknown, len(rows), escapeControls(firstErr.Error()))
+		fmt.Fprintf(warn, "warning: LAG_BYTES is unknown for %d of %d streams: %s\n", unknown, measured, escapeControls(firstErr.Error()))
 	}
 	if asJSON {
 		enc := json.NewEncoder(w)
@@ -186,14 +196,17 @@ func offsetsList(w, warn io.Writer, path, allocDir string, asJSON bool) error {
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ALLOC_ID\tTASK\tSTREAM\tFILE_INDEX\tOFFSET\tLAG_BYTES\tFINISHED\tUPDATED_AT")
+	fmt.Fprintln(tw, "ALLOC_ID\tTASK\tSTREAM\tFILE_INDEX\tOFFSET\tLAG_BYTES\tLAST_EVENT\tFINISHED\tUPDATED_AT")
 	for _, r := range rows {
-		lag := "-"
+		index, offset, lag, last := strconv.FormatInt(r.FileIndex, 10), strconv.FormatInt(r.Offset, 10), "-", "-"
 		if r.LagBytes != nil {
 			lag = strconv.FormatInt(*r.LagBytes, 10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%t\t%s\n", escapeField(r.AllocID), escapeField(r.Task), escapeField(r.Stream),
-			r.FileIndex, r.Offset, lag, r.Finished, r.UpdatedAt)
+		if r.LastEventTime != "" {
+			index, offset, last = "-", "-", r.LastEventTime
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%t\t%s\n", escapeField(r.AllocID), escapeField(r.Task), escapeField(r.Stream),
+			index, offset, lag, last, r.Finished, r.UpdatedAt)
 	}
 	return tw.Flush()
 }
