@@ -105,7 +105,7 @@ func (w *world) offsets() []map[string]any {
 func (w *world) finished(allocID string) map[string]bool {
 	out := map[string]bool{}
 	for _, row := range w.offsets() {
-		if row["alloc_id"] == allocID {
+		if row["alloc_id"] == allocID && row["stream"] != "event" {
 			out[row["task"].(string)+"."+row["stream"].(string)] = row["finished"].(bool)
 		}
 	}

@@ -62,8 +62,8 @@ func TestRunsAsAnUnprivilegedUserWithTheAPI(t *testing.T) {
 	for _, n := range want {
 		total += n
 	}
-	require.Eventually(t, func() bool { return w.recv.Count() >= total }, 20*time.Second, 10*time.Millisecond)
-	assert.Equal(t, total, w.recv.Count())
+	require.Eventually(t, func() bool { return len(decode(t, w.recv.Lines())) >= total }, 20*time.Second, 10*time.Millisecond)
+	assert.Len(t, decode(t, w.recv.Lines()), total)
 	require.NoError(t, p.Signal(syscall.SIGTERM))
 	code, err := p.Wait(5 * time.Second)
 	require.NoError(t, err)

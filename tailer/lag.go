@@ -24,7 +24,7 @@ import (
 // nothing. An error says the folder could not be read: the lag is not
 // known, which is not the same as 0.
 func LagBytes(root *safefs.Root, e checkpoint.Entry) (int64, error) {
-	if enrich.ValidPathComponent(e.AllocID) != nil || enrich.ValidPathComponent(e.Task) != nil {
+	if enrich.ValidAllocID(e.AllocID) != nil || enrich.ValidPathComponent(e.Task) != nil {
 		return 0, fmt.Errorf("checkpoint entry %s names no log folder below the alloc dir", e.Key())
 	}
 	d, err := root.OpenDir(enrich.LogDir(e.AllocID))

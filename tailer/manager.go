@@ -259,13 +259,20 @@ func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams 
 func (m *Manager) forgetGone(streams map[taskstream.ID]*running) {
 	var gone []taskstream.ID
 	checked := make(map[string]bool)
+	// A task's events are kept while its allocation has streams: a
+	// running allocation's folder may not exist yet, its events do.
+	live := make(map[string]bool, len(streams))
+	for id := range streams {
+		live[id.AllocID] = true
+	}
 	for _, e := range m.cfg.Checkpoint.Entries() {
-		if _, ok := streams[e.Key()]; ok {
+		if _, ok := streams[e.Key()]; ok || e.Key().IsEvents() && live[e.AllocID] {
 			continue
 		}
 		exists, ok := checked[e.AllocID]
 		if !ok {
-			exists = enrich.ValidPathComponent(e.AllocID) == nil && m.cfg.Root.Exists(e.AllocID)
+			// An alloc ID that is no UUID names no allocation: forgotten.
+			exists = enrich.ValidAllocID(e.AllocID) == nil && m.cfg.Root.Exists(e.AllocID)
 			checked[e.AllocID] = exists
 		}
 		if !exists {

@@ -114,6 +114,7 @@ func (l Line) FileIndex() int64 {
 // acceptedLine is the part of a rendered line a check needs.
 type acceptedLine struct {
 	Message   string `json:"message"`
+	Stream    string `json:"stream"`
 	File      string `json:"file"`
 	Offset    *int64 `json:"offset"`
 	Truncated bool   `json:"truncated"`
@@ -142,6 +143,9 @@ type Tally struct {
 	byName   map[string]*streamTally
 	accepted int
 	unparsed int
+	// taskEvents counts the task event records (stream "event"): Nomad's,
+	// not lines written, so they are not tallied as lines.
+	taskEvents int
 	lines    []Line
 	// keyOf and idKey find idempotency keys shared by two lines and lines
 	// whose copies carry different keys.
@@ -191,6 +195,11 @@ func (t *Tally) Add(accepted [][]byte) {
 	for _, raw := range accepted {
 		t.accepted++
 		var l acceptedLine
+		if json.Unmarshal(raw, &l) == nil && l.Stream == "event" {
+			t.accepted--
+			t.taskEvents++
+			continue
+		}
 		if json.Unmarshal(raw, &l) != nil || l.Offset == nil {
 			t.unparsed++
 			continue
@@ -304,6 +313,9 @@ func (t *Tally) Lines() []Line { return t.lines }
 func (t *Tally) Report(name string) Report {
 	r := Report{Scenario: name, Accepted: t.accepted, Unparsed: t.unparsed, PerStream: map[string]StreamReport{},
 		KeyCollisions: t.keyCollisions, KeyMismatches: t.keyMismatches}
+	if t.taskEvents > 0 {
+		r.Add("task_events", t.taskEvents)
+	}
 	for _, s := range t.streams {
 		st := t.byName[s.Name]
 		written := s.Written()
