@@ -146,7 +146,7 @@ type Tally struct {
 	// taskEvents counts the task event records (stream "event"): Nomad's,
 	// not lines written, so they are not tallied as lines.
 	taskEvents int
-	lines    []Line
+	lines      []Line
 	// keyOf and idKey find idempotency keys shared by two lines and lines
 	// whose copies carry different keys.
 	keyOf                        map[lineKey]lineID
