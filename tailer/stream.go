@@ -244,8 +244,8 @@ func (s *stream) setMeta(m enrich.Meta) {
 
 // onWake follows what the watcher, the budget or the manager said.
 func (s *stream) onWake() {
-	if m := s.newMeta.Swap(nil); m != nil {
-		s.render.SetMeta(*m)
+	if s.newMeta.Load() != nil { // a plain load first: this runs at every wake-up
+		s.render.SetMeta(*s.newMeta.Swap(nil))
 	}
 	if s.notices.recheck.Swap(false) {
 		s.files.refresh()
