@@ -160,6 +160,9 @@ func (fx *fixture) allocations(n int, status string) []*api.Allocation {
 		a := *t
 		a.ID, a.Name = benchAllocID(i), fmt.Sprintf("%s.%s[%d]", t.JobID, t.TaskGroup, i)
 		a.ClientStatus = status
+		// No task events: the receivers count log lines (event records
+		// have their own tests), and a copy has no history of its own.
+		a.TaskStates = map[string]*api.TaskState{fx.task: {State: "running"}}
 		if status == api.AllocClientStatusPending {
 			a.TaskStates = map[string]*api.TaskState{fx.task: {State: "pending"}}
 		}
