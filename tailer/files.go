@@ -8,7 +8,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
@@ -201,29 +200,6 @@ func (s *fileSet) openNew() (opened int) {
 	}
 }
 
-// take asks the budget for one more descriptor for s, for a file it just
-// opened (so one that exists). When s itself is the biggest holder of
-// purged files, it gives up its oldest one first, but only for a file
-// logmon is about to purge (atRisk): one that stays in its folder can
-// wait for room without losing a line.
-func (h *holding) take(s *fileSet, atRisk bool) bool {
-	for {
-		ok, self := s.budget.acquire(h)
-		if !self || !atRisk {
-			return ok
-		}
-		if !s.giveUpOldestPurged("--max-held-files") {
-			return false
-		}
-	}
-}
-
-// atRisk says logmon purges file idx at its next rotation: with
-// max_files files kept, the newest file seen is max_files-1 ahead.
-func (s *fileSet) atRisk(idx int64) bool {
-	return s.notices.highestSeen.Load() >= idx+s.notices.maxFiles.Load()-1
-}
-
 // noteFar logs, once per index, a file whose index lies beyond what
 // logmon can have reached: it is ignored.
 func (s *fileSet) noteFar() {
@@ -372,59 +348,6 @@ func (s *fileSet) lowestExisting(from int64) (int64, bool) {
 // refresh lists the folder to learn of files events may not have told.
 func (s *fileSet) refresh() { s.indexes() }
 
-// noteDeleted looks at which held files lost their name (logmon purged
-// them), so that the budget knows the bytes only we keep on disk.
-func (s *fileSet) noteDeleted() {
-	for _, lf := range s.files {
-		if lf.unlinked {
-			continue
-		}
-		links, size, err := lf.stat()
-		if err != nil || links > 0 {
-			continue
-		}
-		lf.unlinked, lf.size = true, size
-		s.budget.purgedFile(s.hold, size)
-	}
-}
-
-// giveUpAsked closes as many of the oldest purged files as the budget
-// asked this stream to give up.
-func (s *fileSet) giveUpAsked() {
-	for s.notices.shed.Load() > 0 {
-		s.notices.shed.Add(-1)
-		if !s.giveUpOldestPurged("--max-held-files or --max-held-bytes") {
-			return
-		}
-	}
-}
-
-// giveUpOldestPurged closes the oldest held file that lost its name and
-// is not read to its end yet (files before it hold lines in flight): its
-// unread lines are lost, logged and counted. false: there is none.
-func (s *fileSet) giveUpOldestPurged(limit string) bool {
-	for i := s.readAt; i < len(s.files); i++ {
-		lf := s.files[i]
-		if !lf.unlinked || i == len(s.files)-1 {
-			continue // still in its folder, or the newest (logmon may write it)
-		}
-		from := int64(0)
-		if i == s.readAt {
-			from = s.readOff
-		}
-		s.log.Warn("the daemon holds as many purged log files as it may ("+limit+"): giving up the oldest; its unread lines are lost",
-			zap.String("file", lf.f.Name()), zap.Int64("from_offset", from), zap.Int64("bytes_lost", max(lf.size-from, 0)))
-		s.metrics.filesDropped.Inc()
-		s.closeFile(lf)
-		s.files = append(s.files[:i], s.files[i+1:]...)
-		if i == s.readAt {
-			s.readOff = 0
-		}
-		return true
-	}
-	return false
-}
-
 // reportUnopened counts and logs the files this stream saw but never
 // opened because the alloc dir was deleted first (client GC or a
 // replacement can delete it at once): their lines are lost.
@@ -444,98 +367,4 @@ func (s *fileSet) closeAll() {
 		s.closeFile(lf)
 	}
 	s.files, s.readAt = nil, 0
-}
-
-// resume positions the set at e, a checkpointed position. false: the
-// checkpointed file cannot be trusted, start at the lowest index instead.
-func (s *fileSet) resume(e checkpoint.Entry) (Position, bool) {
-	s.setReached(e.FileIndex)
-	lf, counted, err := s.openIndex(e.FileIndex)
-	if err == nil && counted {
-		s.budget.release(s.hold, false, 0) // adopted below, or closed
-	}
-	switch {
-	case err == nil && e.Inode != 0 && (lf.ino != e.Inode || lf.dev != e.Dev):
-		lf.close()
-		s.log.Warn("checkpointed file was replaced by another file (inode changed); starting this stream over at its lowest index",
-			zap.Int64("file_index", e.FileIndex), zap.Uint64("checkpoint_inode", e.Inode), zap.Uint64("inode", lf.ino))
-		return Position{}, false
-	case err == nil:
-		s.budget.adopt(s.hold)
-		pos := Position{Index: lf.index, Offset: e.Offset, Dev: lf.dev, Ino: lf.ino, InLongLine: e.InLongLine}
-		if size := lf.currentSize(); size < e.Offset {
-			s.log.Warn("checkpointed file is shorter than the saved offset (truncated); reading it from the start",
-				zap.String("file", lf.f.Name()), zap.Int64("offset", e.Offset), zap.Int64("size", size))
-			s.metrics.filesTruncated.Inc()
-			pos = Position{Index: lf.index, Dev: lf.dev, Ino: lf.ino}
-		}
-		s.files, s.openNext, s.readOff = []*logFile{lf}, e.FileIndex+1, pos.Offset
-		return pos, true
-	case errors.Is(err, fs.ErrNotExist):
-		next, ok := s.lowestExisting(e.FileIndex + 1)
-		if !ok {
-			// Nothing at or after the checkpoint yet: wait for that index,
-			// which will be a new file, read from its start.
-			s.openNext = e.FileIndex
-			return Position{Index: e.FileIndex}, true
-		}
-		s.reportGap(e.FileIndex, next, "while the daemon was not running")
-		s.openNext = next
-		s.setReached(next - 1)
-		s.openNew()
-		return s.position(), true
-	default:
-		s.log.Warn("cannot open checkpointed file; starting this stream at its lowest index", zap.Error(err))
-		return Position{}, false
-	}
-}
-
-// startAtLowest positions the set at the lowest file of the stream. logmon
-// starts every stream at index 0: when the lowest file is above it, the
-// files below were purged before anyone read them (the daemon was not
-// running, or the allocation rotated before it was listed): a loss,
-// logged and counted.
-func (s *fileSet) startAtLowest() Position {
-	s.closeAll()
-	s.readOff = 0
-	lo, ok := s.lowestExisting(0)
-	if !ok {
-		lo = 0
-	}
-	if lo > 0 {
-		s.reportGap(0, lo, "before the stream was first seen")
-	}
-	s.openNext = lo
-	s.setReached(lo - 1)
-	s.openNew()
-	return s.position()
-}
-
-// startAtEnd positions the set after the last complete line of the
-// highest file (--read-from end); false: there is no file yet.
-func (s *fileSet) startAtEnd() (Position, bool) {
-	idx, _ := s.indexes()
-	if len(idx) == 0 {
-		return Position{}, false
-	}
-	// logmon's files are one run of consecutive indexes: its top is the
-	// file being written, not a far index dropped into the folder.
-	hi := idx[0]
-	for _, i := range idx[1:] {
-		if i != hi+1 {
-			break
-		}
-		hi = i
-	}
-	lf, counted, err := s.openIndex(hi)
-	if err != nil {
-		return Position{}, false
-	}
-	if !counted {
-		s.budget.adopt(s.hold)
-	}
-	s.files, s.openNext = []*logFile{lf}, hi+1
-	s.setReached(hi)
-	s.readOff = lf.lastLineEnd()
-	return Position{Index: hi, Offset: s.readOff, Dev: lf.dev, Ino: lf.ino}, true
 }
