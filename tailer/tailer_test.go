@@ -769,3 +769,24 @@ func TestAFullBudgetGivesUpTheOldestPurgedFileLoudly(t *testing.T) {
 		return len(m) >= len(want) && assert.ObjectsAreEqual(want, m[len(m)-len(want):])
 	}, 20*time.Second, 5*time.Millisecond)
 }
+
+// Issue 10, part 2: logmon starts every stream at index 0, so a stream
+// with no checkpoint whose lowest file is above 0 lost the files below
+// before anyone read them (the daemon was down while a new allocation
+// rotated, or the API listed it late): each is logged and counted.
+func TestAStreamFirstSeenAboveIndexZeroReportsTheFilesBelow(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.3", "three\n")
+	h.writeFile("web.stdout.4", "four\n")
+	h.runOnce(target("web", "stdout"))
+	assert.Equal(t, []string{"three", "four"}, messages(h.out.lines(t)))
+	assert.Equal(t, 3.0, testutil.ToFloat64(h.metrics.FilesSkipped))
+	assert.Equal(t, 3, h.logs.FilterMessageSnippet("before the stream was first seen").Len())
+
+	// With a checkpoint the start is where it says: nothing more is counted.
+	h.out = newMemOutput()
+	h.appendFile("web.stdout.4", "more\n")
+	h.runOnce(target("web", "stdout"))
+	assert.Equal(t, []string{"more"}, messages(h.out.lines(t)))
+	assert.Equal(t, 0.0, testutil.ToFloat64(h.metrics.FilesSkipped), "a new run's metrics start at 0")
+}
