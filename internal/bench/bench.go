@@ -92,6 +92,7 @@ func scenarios() []scenario {
 		{name: "restart", run: restart},
 		{name: "discovery", run: discovery},
 		{name: "api-load", run: apiLoad},
+		{name: "burst", run: burst},
 	}
 }
 

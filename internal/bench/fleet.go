@@ -36,6 +36,11 @@ type liveStream struct {
 // newFleet creates the log folders and first files of allocs allocations
 // whose task is named task, below dir/alloc.
 func newFleet(dir string, allocs int, task string) (*fleet, error) {
+	return newFleetOf(dir, allocs, task, logmon.Options{MaxFiles: 10, FileSize: 10 << 20})
+}
+
+// newFleetOf is newFleet with the rotation of o.
+func newFleetOf(dir string, allocs int, task string, o logmon.Options) (*fleet, error) {
 	f := &fleet{
 		allocDir:   filepath.Join(dir, "alloc"),
 		allocsFile: filepath.Join(dir, "allocations.json"),
@@ -48,7 +53,7 @@ func newFleet(dir string, allocs int, task string) (*fleet, error) {
 			return nil, err
 		}
 		for _, stream := range []string{"stdout", "stderr"} {
-			out, err := logmon.New(logDir, task, stream, logmon.Options{MaxFiles: 10, FileSize: 10 << 20})
+			out, err := logmon.New(logDir, task, stream, o)
 			if err != nil {
 				f.close()
 				return nil, fmt.Errorf("create stream: %w", err)
