@@ -16,7 +16,15 @@ const OptOutKey = "log_forwarder"
 
 // Options select which allocations and tasks are tailed and what metadata
 // is copied into each line.
+// DefaultMaxStreamsPerAlloc is --max-streams-per-alloc's default.
+const DefaultMaxStreamsPerAlloc = 64
+
 type Options struct {
+	// MaxStreamsPerAlloc caps the streams of one allocation (default
+	// 64): offline, task names come from file names, which a task can
+	// create without end; the rest are logged and counted, never
+	// followed.
+	MaxStreamsPerAlloc int
 	// Namespaces to tail; empty means all.
 	Namespaces []string
 	// MetaKeys are copied from task, group or job meta (nearest wins)
@@ -31,6 +39,15 @@ type Options struct {
 	// TaskEvents fills TaskInfo.Events (--task-events); without it they
 	// are left out.
 	TaskEvents bool
+}
+
+// maxTasks is how many tasks of one allocation are followed: two streams
+// each.
+func (o Options) maxTasks() int {
+	if o.MaxStreamsPerAlloc <= 0 {
+		return DefaultMaxStreamsPerAlloc / 2
+	}
+	return max(o.MaxStreamsPerAlloc/2, 1)
 }
 
 func (o Options) wantsNamespace(ns string) bool {
@@ -151,6 +168,11 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 	nodeMeta := node.nodeMeta(opts.NodeMetaKeys)
 	var out []Desired
 	var refused []string
+	if limit := opts.maxTasks(); len(names) > limit {
+		// A job has few tasks; this many are a listing to distrust.
+		refused = append(refused, fmt.Sprintf("%d tasks beyond --max-streams-per-alloc (%d streams)", len(names)-limit, 2*limit))
+		names = names[:limit]
+	}
 	for _, task := range names {
 		if err := ValidPathComponent(task); err != nil {
 			refused = append(refused, err.Error())

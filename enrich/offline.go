@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -52,11 +54,18 @@ type Scanner struct {
 	// nowhere.
 	AllocationsRefused prometheus.Counter
 
+	// Owned by the goroutine that scans (Run's, or Scan's caller).
 	// refused holds what was refused (logged and counted) and is still
 	// there, by alloc ID.
 	refused map[string]bool
-	// watch starts watching the alloc dir; nil is fsnotify. Tests set it.
-	watch func(path string) (events <-chan fsnotify.Event, errs <-chan error, stop func(), err error)
+	// tasks holds, by alloc ID, the tasks the last scan found: a new file
+	// of another task makes the watch ask for a scan.
+	tasks map[string]map[string]bool
+	// overCap is, by alloc ID, how many task names the cap left out at
+	// the last scan (logged and counted as they grow).
+	overCap map[string]int
+	// newWatch starts an inotify watch; nil is fsnotify. Tests set it.
+	newWatch func() (dirWatch, error)
 }
 
 // ResolvedNode is the node rendered into lines: Node, with its empty ID
@@ -99,6 +108,7 @@ func (s *Scanner) Scan() ([]Desired, error) {
 	}
 	var out []Desired
 	refused := make(map[string]bool)
+	tasks := make(map[string]map[string]bool)
 	for _, e := range entries {
 		id := e.Name()
 		if e.Type()&fs.ModeSymlink != 0 {
@@ -108,25 +118,36 @@ func (s *Scanner) Scan() ([]Desired, error) {
 		if !e.IsDir() || ValidPathComponent(id) != nil {
 			continue
 		}
+		if err := ValidAllocID(id); err != nil {
+			// Nomad names alloc folders by UUID: anything else was put
+			// there by someone else.
+			s.refuseOnce(refused, id, s.Refused, err)
+			continue
+		}
 		if a, ok := byID[id]; ok {
 			targets, err := FromAllocation(a, node, s.Options)
 			if err != nil {
 				s.refuseOnce(refused, id, s.AllocationsRefused, err)
 			}
+			tasks[id] = taskSet(targets)
 			out = append(out, targets...)
 			continue
 		}
 		if id == s.Options.SelfAllocID {
 			continue
 		}
-		tasks, err := s.tasksOnDisk(id)
+		names, err := s.tasksOnDisk(id)
 		if err != nil {
 			if safefs.IsRefused(err) {
 				s.refuseOnce(refused, id, s.Refused, err)
 			}
+			tasks[id] = nil // no logs folder yet: watched for one
 			continue
 		}
-		for _, task := range tasks {
+		names = s.capTasks(id, names)
+		tasks[id] = make(map[string]bool, len(names))
+		for _, task := range names {
+			tasks[id][task] = true
 			for _, stream := range Streams {
 				out = append(out, Desired{
 					Target: taskstream.ID{AllocID: id, Task: task, Stream: stream},
@@ -137,7 +158,63 @@ func (s *Scanner) Scan() ([]Desired, error) {
 	}
 	// A refusal that went away and comes back is logged and counted again.
 	s.refused = refused
+	s.tasks = tasks
+	for id := range s.overCap {
+		if _, ok := tasks[id]; !ok {
+			delete(s.overCap, id)
+		}
+	}
 	return out, nil
+}
+
+func taskSet(targets []Desired) map[string]bool {
+	set := make(map[string]bool)
+	for _, d := range targets {
+		set[d.Target.Task] = true
+	}
+	return set
+}
+
+// capTasks keeps at most MaxStreamsPerAlloc/2 of an allocation's task
+// names from its files: first those the last scan kept (a task cannot push
+// a stream already followed out by creating names), then the others in
+// order. What is left out is logged and counted, once for each name more
+// than the last scan left out.
+func (s *Scanner) capTasks(id string, names []string) []string {
+	limit := s.Options.maxTasks()
+	if len(names) <= limit {
+		return names
+	}
+	kept := make([]string, 0, limit)
+	for _, n := range names {
+		if s.tasks[id][n] && len(kept) < limit {
+			kept = append(kept, n)
+		}
+	}
+	for _, n := range names {
+		if len(kept) == limit {
+			break
+		}
+		if !s.tasks[id][n] {
+			kept = append(kept, n)
+		}
+	}
+	sort.Strings(kept)
+	left := len(names) - len(kept)
+	if s.overCap == nil {
+		s.overCap = make(map[string]int)
+	}
+	if prev := s.overCap[id]; left > prev {
+		if prev == 0 {
+			s.log().Warn("allocation folder has more task streams than --max-streams-per-alloc; the rest are not followed",
+				zap.String("alloc_id", id), zap.Int("max_streams_per_alloc", 2*limit), zap.Int("streams_left_out", 2*left))
+		}
+		if s.Refused != nil {
+			s.Refused.Add(float64(2 * (left - prev)))
+		}
+	}
+	s.overCap[id] = left
+	return kept
 }
 
 // tasksOnDisk names the tasks that have log files in an alloc folder.
@@ -188,21 +265,27 @@ func readlink(path string) string {
 	return t
 }
 
-// Run scans every interval, and soon after a folder appears in the alloc
-// dir, sending each result to out, until ctx ends. Without inotify (none
+// Run scans every interval, and soon after an allocation folder, its
+// alloc/logs folder or a file of a task not followed yet appears,
+// sending each result to out, until ctx ends. Writes to log files never
+// cause a scan: the tailer follows those. Without inotify (none
 // available, or the watch failed) it scans every interval only.
 func (s *Scanner) Run(ctx context.Context, interval time.Duration, out chan<- []Desired) {
-	watch := s.watch
-	if watch == nil {
-		watch = watchDir
+	newWatch := s.newWatch
+	if newWatch == nil {
+		newWatch = newFsnotifyWatch
 	}
-	events, errs, stop, err := watch(s.Root.Path())
+	w, err := newWatch()
+	var events <-chan fsnotify.Event
+	var errs <-chan error
 	if err != nil {
-		s.log().Warn("cannot watch the alloc dir; new allocations are found at each rescan",
+		s.log().Warn("cannot watch the alloc dir; new allocations and tasks are found at each rescan",
 			zap.Duration("interval", interval), zap.Error(err))
 	} else {
-		defer stop()
+		defer w.Close()
+		events, errs = w.Events(), w.Errors()
 	}
+	watched := make(map[string]bool)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	debounce := time.NewTimer(0)
@@ -211,12 +294,14 @@ func (s *Scanner) Run(ctx context.Context, interval time.Duration, out chan<- []
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-events:
+		case ev, ok := <-events:
 			if !ok {
 				events, errs = nil, nil
-				s.log().Warn("watching the alloc dir stopped; new allocations are found at each rescan", zap.Duration("interval", interval))
+				s.log().Warn("watching the alloc dir stopped; new allocations and tasks are found at each rescan", zap.Duration("interval", interval))
+				debounce.Reset(100 * time.Millisecond)
+			} else if s.wantsScan(ev) {
+				debounce.Reset(100 * time.Millisecond)
 			}
-			debounce.Reset(100 * time.Millisecond)
 			continue
 		case err, ok := <-errs:
 			// Errors must be read, or the watcher blocks on sending one
@@ -237,6 +322,9 @@ func (s *Scanner) Run(ctx context.Context, interval time.Duration, out chan<- []
 			s.log().Warn("scanning the alloc dir failed; retrying", zap.Error(err))
 			continue
 		}
+		if events != nil {
+			s.syncWatches(w, watched)
+		}
 		select {
 		case out <- targets:
 		case <-ctx.Done():
@@ -245,15 +333,80 @@ func (s *Scanner) Run(ctx context.Context, interval time.Duration, out chan<- []
 	}
 }
 
-// watchDir watches path with fsnotify.
-func watchDir(path string) (events <-chan fsnotify.Event, errs <-chan error, stop func(), err error) {
+// wantsScan says whether an event may show what the last scan did not
+// see: an allocation folder, its alloc or logs folder, or a log file of a
+// task the scan did not find (created or moved in; never a write).
+func (s *Scanner) wantsScan(ev fsnotify.Event) bool {
+	rel, err := filepath.Rel(s.Root.Path(), ev.Name)
+	if err != nil || rel == "." {
+		return false
+	}
+	parts := strings.Split(rel, string(filepath.Separator))
+	switch len(parts) {
+	case 1:
+		return ev.Op&(fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0
+	case 2, 3:
+		return ev.Op&(fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0
+	case 4:
+		if ev.Op&fsnotify.Create == 0 {
+			return false
+		}
+		task, _, _, ok := ParseLogFileName(parts[3])
+		if !ok {
+			return false
+		}
+		known, listed := s.tasks[parts[0]]
+		return !listed || !known[task] && s.overCap[parts[0]] == 0
+	}
+	return false
+}
+
+// syncWatches watches the alloc dir and, of every allocation the last
+// scan found, its folder, alloc/ and alloc/logs/ (those that exist), and
+// stops watching what is gone.
+func (s *Scanner) syncWatches(w dirWatch, watched map[string]bool) {
+	want := map[string]bool{s.Root.Path(): true}
+	for id := range s.tasks {
+		for _, rel := range []string{id, id + "/alloc", LogDir(id)} {
+			want[s.Root.Join(rel)] = true
+		}
+	}
+	for path := range watched {
+		if !want[path] {
+			_ = w.Remove(path) // gone with its folder, usually
+			delete(watched, path)
+		}
+	}
+	for path := range want {
+		if watched[path] {
+			continue
+		}
+		// Not yet there (alloc/logs before logmon) is not an error: the
+		// folder above is watched, and its creation makes a scan.
+		if err := w.Add(path); err == nil {
+			watched[path] = true
+		}
+	}
+}
+
+// dirWatch is what the scanner needs of inotify (fsnotify's Watcher).
+type dirWatch interface {
+	Add(path string) error
+	Remove(path string) error
+	Events() <-chan fsnotify.Event
+	Errors() <-chan error
+	Close() error
+}
+
+type fsnotifyWatch struct{ *fsnotify.Watcher }
+
+func (w fsnotifyWatch) Events() <-chan fsnotify.Event { return w.Watcher.Events }
+func (w fsnotifyWatch) Errors() <-chan error          { return w.Watcher.Errors }
+
+func newFsnotifyWatch() (dirWatch, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("start inotify: %w", err)
+		return nil, fmt.Errorf("start inotify: %w", err)
 	}
-	if err := w.Add(path); err != nil {
-		w.Close()
-		return nil, nil, nil, fmt.Errorf("watch %s: %w", path, err)
-	}
-	return w.Events, w.Errors, func() { w.Close() }, nil
+	return fsnotifyWatch{w}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
@@ -22,8 +23,8 @@ func TestScannerRunReadsWatchErrorsAndOutlivesItsWatch(t *testing.T) {
 	require.NoError(t, err)
 	defer root.Close()
 	events, errs, stopped := make(chan fsnotify.Event), make(chan error), make(chan struct{})
-	s := &Scanner{Root: root, watch: func(string) (<-chan fsnotify.Event, <-chan error, func(), error) {
-		return events, errs, func() { close(stopped) }, nil
+	s := &Scanner{Root: root, newWatch: func() (dirWatch, error) {
+		return &fakeWatch{events: events, errs: errs, stopped: stopped}, nil
 	}}
 	ctx, cancel := context.WithCancel(t.Context())
 	out := make(chan []Desired)
@@ -71,4 +72,51 @@ func TestScannerRunReadsWatchErrorsAndOutlivesItsWatch(t *testing.T) {
 	cancel()
 	<-done
 	<-stopped
+}
+
+// fakeWatch is a dirWatch whose events the test sends.
+type fakeWatch struct {
+	events  chan fsnotify.Event
+	errs    chan error
+	stopped chan struct{}
+}
+
+func (w *fakeWatch) Add(string) error              { return nil }
+func (w *fakeWatch) Remove(string) error           { return nil }
+func (w *fakeWatch) Events() <-chan fsnotify.Event { return w.events }
+func (w *fakeWatch) Errors() <-chan error          { return w.errs }
+func (w *fakeWatch) Close() error                  { close(w.stopped); return nil }
+
+// Only what a scan may not have seen asks for one: never a write to a log
+// file, never a file of a task already followed.
+func TestScannerWantsAScanOnlyForWhatItDoesNotKnow(t *testing.T) {
+	dir := t.TempDir()
+	root, err := safefs.OpenRoot(dir)
+	require.NoError(t, err)
+	defer root.Close()
+	const known, empty = "aaaaaaaa-0000-0000-0000-000000000001", "aaaaaaaa-0000-0000-0000-000000000002"
+	s := &Scanner{Root: root, tasks: map[string]map[string]bool{known: {"web": true}, empty: nil}}
+	at := func(rel string, op fsnotify.Op) fsnotify.Event {
+		return fsnotify.Event{Name: filepath.Join(dir, rel), Op: op}
+	}
+	for _, c := range []struct {
+		ev   fsnotify.Event
+		want bool
+	}{
+		{at("aaaaaaaa-0000-0000-0000-000000000009", fsnotify.Create), true},
+		{at(known+"/alloc", fsnotify.Create), true},
+		{at(empty+"/alloc/logs", fsnotify.Create), true},
+		{at(known+"/alloc/logs/web.stdout.1", fsnotify.Create), false},
+		{at(known+"/alloc/logs/web.stdout.1", fsnotify.Write), false},
+		{at(known+"/alloc/logs/api.stdout.0", fsnotify.Create), true},
+		{at(known+"/alloc/logs/api.stdout.0", fsnotify.Write), false},
+		{at(known+"/alloc/logs/.api.stdout.fifo", fsnotify.Create), false},
+		{at(empty+"/alloc/logs/web.stderr.0", fsnotify.Create), true},
+		{at("bbbbbbbb-0000-0000-0000-000000000003/alloc/logs/web.stdout.0", fsnotify.Create), true},
+	} {
+		assert.Equal(t, c.want, s.wantsScan(c.ev), "%s %s", c.ev.Op, c.ev.Name)
+	}
+	s.overCap = map[string]int{known: 3}
+	assert.False(t, s.wantsScan(at(known+"/alloc/logs/fake9.stdout.0", fsnotify.Create)),
+		"an allocation over its cap does not rescan for each planted name")
 }

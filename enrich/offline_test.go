@@ -1,15 +1,21 @@
 package enrich_test
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/nomad/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
@@ -134,4 +140,95 @@ func TestScannerTakesTheNodeFromTheAllocations(t *testing.T) {
 	s.Node = enrich.Node{ID: "operator-given"}
 	assert.Equal(t, enrich.Node{ID: "operator-given", Name: a.NodeName}, s.ResolvedNode())
 	assert.Equal(t, enrich.Node{}, (&enrich.Scanner{}).ResolvedNode())
+}
+
+// Issue 10, part 2: Nomad creates the allocation's folder with an empty
+// alloc/logs before logmon starts; the task's first file must be found at
+// once, not at the next rescan.
+func TestScannerFindsANewTaskStreamAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	const alloc, later = "aaaaaaaa-0000-0000-0000-0000000000a1", "aaaaaaaa-0000-0000-0000-0000000000a2"
+	logs := filepath.Join(dir, alloc, "alloc", "logs")
+	require.NoError(t, os.MkdirAll(logs, 0o777))
+	s := &enrich.Scanner{Root: openRoot(t, dir)}
+	out := make(chan []enrich.Desired)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { s.Run(ctx, time.Hour, out); close(done) }()
+	defer func() { cancel(); <-done }()
+	next := func(want func([]enrich.Desired) bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for {
+			select {
+			case ds := <-out:
+				if want(ds) {
+					return time.Since(start)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no scan found it")
+			}
+		}
+	}
+	next(func(ds []enrich.Desired) bool { return len(ds) == 0 })
+	require.NoError(t, os.WriteFile(filepath.Join(logs, "web.stdout.0"), []byte("hi\n"), 0o644))
+	took := next(func(ds []enrich.Desired) bool { return len(ds) == 2 && ds[0].Target.Task == "web" })
+	assert.Less(t, took, time.Second)
+
+	// A later allocation, made a folder at a time as Nomad does.
+	require.NoError(t, os.Mkdir(filepath.Join(dir, later), 0o755))
+	require.NoError(t, os.Mkdir(filepath.Join(dir, later, "alloc"), 0o777))
+	require.NoError(t, os.Mkdir(filepath.Join(dir, later, "alloc", "logs"), 0o777))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, later, "alloc", "logs", "api.stderr.0"), nil, 0o644))
+	took = next(func(ds []enrich.Desired) bool { return allocIDs(ds)[later] })
+	assert.Less(t, took, time.Second)
+}
+
+// Issue 16, item 2: offline, task names come from file names, which a task
+// can create without end: at most --max-streams-per-alloc streams of an
+// allocation are followed, the rest logged once and counted, and the
+// streams already followed are never pushed out by new names.
+func TestScannerCapsTheStreamsOfAnAllocation(t *testing.T) {
+	dir := t.TempDir()
+	const alloc = "aaaaaaaa-0000-0000-0000-0000000000b1"
+	logs := filepath.Join(dir, alloc, "alloc", "logs")
+	require.NoError(t, os.MkdirAll(logs, 0o777))
+	require.NoError(t, os.WriteFile(filepath.Join(logs, "zzz-real.stdout.0"), nil, 0o644))
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "refused"})
+	core, logged := observer.New(zap.InfoLevel)
+	s := &enrich.Scanner{Root: openRoot(t, dir), Refused: refused, Log: zap.New(core), Options: enrich.Options{MaxStreamsPerAlloc: 8}}
+	ds, err := s.Scan()
+	require.NoError(t, err)
+	require.Len(t, ds, 2)
+	for i := range 100 {
+		require.NoError(t, os.WriteFile(filepath.Join(logs, fmt.Sprintf("fake%03d.stdout.0", i)), nil, 0o644))
+	}
+	ds, err = s.Scan()
+	require.NoError(t, err)
+	assert.Len(t, ds, 8)
+	tasks := map[string]bool{}
+	for _, d := range ds {
+		tasks[d.Target.Task] = true
+	}
+	assert.True(t, tasks["zzz-real"], "the task followed before keeps its streams")
+	assert.Equal(t, float64(2*(101-4)), testutil.ToFloat64(refused))
+	_, err = s.Scan()
+	require.NoError(t, err)
+	assert.Equal(t, float64(2*(101-4)), testutil.ToFloat64(refused), "counted once")
+	assert.Equal(t, 1, logged.FilterMessageSnippet("more task streams than --max-streams-per-alloc").Len())
+}
+
+// Folder names that are not UUIDs are no Nomad allocation's.
+func TestScannerRefusesFoldersThatAreNoAllocID(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{strings.Repeat("d", 200), "not-an-alloc"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, name, "alloc", "logs"), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name, "alloc", "logs", "web.stdout.0"), nil, 0o644))
+	}
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "refused"})
+	s := &enrich.Scanner{Root: openRoot(t, dir), Refused: refused}
+	ds, err := s.Scan()
+	require.NoError(t, err)
+	assert.Empty(t, ds)
+	assert.Equal(t, 2.0, testutil.ToFloat64(refused))
 }

@@ -57,6 +57,7 @@ type runFlags struct {
 	metaKeys           []string
 	nodeMetaKeys       []string
 	taskEvents         bool
+	maxStreamsPerAlloc int
 	logLevel           string
 	logFormat          string
 	metricsAddr        string
@@ -121,6 +122,7 @@ func parseRunFlags(args []string, stdout, stderr io.Writer) (*runFlags, error) {
 	fs.StringArrayVar(&f.namespaces, "namespace", nil, "tail only this namespace (repeatable; default all)")
 	fs.StringArrayVar(&f.metaKeys, "meta", nil, "copy this task/group/job meta key into nomad.meta.KEY (repeatable)")
 	fs.StringArrayVar(&f.nodeMetaKeys, "node-meta", nil, "copy this node meta key into nomad.node_meta.KEY (repeatable)")
+	fs.IntVar(&f.maxStreamsPerAlloc, "max-streams-per-alloc", enrich.DefaultMaxStreamsPerAlloc, "follow at most this many task streams of one allocation (offline, task names come from file names, which a task can make without end); the rest are logged and counted in nlf_files_refused_total")
 	fs.BoolVar(&f.taskEvents, "task-events", true, "send each Nomad task event (Started, Terminated, Restarting, ...) once as a record with stream \"event\"")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9465", "serve Prometheus /metrics and /healthz here (empty: off)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -169,6 +171,8 @@ func parseRunFlags(args []string, stdout, stderr io.Writer) (*runFlags, error) {
 		return nil, fmt.Errorf("--inflight must be positive")
 	case f.httpTimeout <= 0:
 		return nil, fmt.Errorf("--http-timeout must be positive")
+	case f.maxStreamsPerAlloc < 2:
+		return nil, fmt.Errorf("--max-streams-per-alloc must be at least 2 (a task's two streams)")
 	case f.maxHeldFiles <= 0:
 		return nil, fmt.Errorf("--max-held-files must be positive")
 	case f.maxHeldBytes <= 0:
@@ -265,7 +269,7 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 
 	checks := []telemetry.Check{{Name: "checkpoint", Check: store.Healthy}}
 	opts := enrich.Options{Namespaces: f.namespaces, MetaKeys: f.metaKeys, NodeMetaKeys: f.nodeMetaKeys,
-		SelfAllocID: os.Getenv("NOMAD_ALLOC_ID"), TaskEvents: f.taskEvents}
+		SelfAllocID: os.Getenv("NOMAD_ALLOC_ID"), TaskEvents: f.taskEvents, MaxStreamsPerAlloc: f.maxStreamsPerAlloc}
 	tailerMetrics := tailer.NewMetrics(reg)
 	var d discovery
 	if f.offline {

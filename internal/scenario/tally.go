@@ -195,12 +195,13 @@ func (t *Tally) Add(accepted [][]byte) {
 	for _, raw := range accepted {
 		t.accepted++
 		var l acceptedLine
-		if json.Unmarshal(raw, &l) == nil && l.Stream == "event" {
+		err := json.Unmarshal(raw, &l)
+		if err == nil && l.Stream == "event" {
 			t.accepted--
 			t.taskEvents++
 			continue
 		}
-		if json.Unmarshal(raw, &l) != nil || l.Offset == nil {
+		if err != nil || l.Offset == nil {
 			t.unparsed++
 			continue
 		}
