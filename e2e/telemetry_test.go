@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -101,4 +102,25 @@ func TestOfflineRefusalsAreCounted(t *testing.T) {
 	for _, l := range decode(t, r.Lines()) {
 		require.NotContains(t, l.Message, "SECRET")
 	}
+}
+
+// scrapeMetric sums the samples of one metric on the daemon's /metrics.
+func scrapeMetric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var sum float64
+	for _, l := range strings.Split(string(body), "\n") {
+		if l == name || strings.HasPrefix(l, name+" ") || strings.HasPrefix(l, name+"{") {
+			var v float64
+			fields := strings.Fields(l)
+			_, err := fmt.Sscan(fields[len(fields)-1], &v)
+			require.NoError(t, err, l)
+			sum += v
+		}
+	}
+	return sum
 }
