@@ -92,12 +92,10 @@ const (
 // verdicts in order and the receiver gets each source's lines in order,
 // resends included.
 type HTTPWriter struct {
-	cfg     HTTPConfig
-	url     string
-	client  *http.Client
-	pool    *pool
-	queue   chan *Batch
-	closing chan struct{}
+	batches
+	cfg    HTTPConfig
+	url    string
+	client *http.Client
 
 	// limit is the request size limit, lowered by 413 answers.
 	limit atomic.Int64
@@ -170,9 +168,7 @@ func NewHTTP(cfg HTTPConfig) *HTTPWriter {
 			// into a GET): answer it as the setup problem it is.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		pool:    newPool(cfg.Buffers, cfg.BatchBytes+cfg.BatchBytes/4),
-		queue:   make(chan *Batch, cfg.Buffers),
-		closing: make(chan struct{}),
+		batches: newBatches(cfg.Buffers, cfg.BatchBytes),
 	}
 	w.limit.Store(int64(cfg.RequestBytes))
 	cfg.HTTPMetrics.RequestLimit.Set(float64(cfg.RequestBytes))
@@ -186,22 +182,6 @@ func NewHTTP(cfg HTTPConfig) *HTTPWriter {
 
 // String names the output for logs, without any password in the URL.
 func (w *HTTPWriter) String() string { return w.cfg.URL.Redacted() }
-
-// BatchBytes is the size at which a stream should submit its batch.
-func (w *HTTPWriter) BatchBytes() int { return w.cfg.BatchBytes }
-
-// Free hands out free batch buffers; receive from it to get one.
-func (w *HTTPWriter) Free() <-chan *Batch { return w.pool.free }
-
-// Release returns a batch that will not be submitted.
-func (w *HTTPWriter) Release(b *Batch) { w.pool.put(b) }
-
-// Submit queues b for sending. It never blocks.
-func (w *HTTPWriter) Submit(b *Batch) { w.queue <- b }
-
-// Close says no more batches will be submitted: Run sends what it holds,
-// without waiting for requests to fill, and returns once all is answered.
-func (w *HTTPWriter) Close() { close(w.closing) }
 
 // Run sends batches until Close was called and everything was answered, or
 // until ctx ends: then what was not confirmed is failed. Requests the
@@ -370,8 +350,7 @@ func (d *dispatcher) seal() *request {
 		if b.Epoch != b.Source.Epoch() {
 			// The source rewound after making it: it will read these
 			// lines again.
-			b.Source.Failed(b)
-			d.w.pool.put(b)
+			d.w.fail(b)
 			continue
 		}
 		r.batches = append(r.batches, b)
@@ -411,8 +390,7 @@ func (d *dispatcher) finish(r *request) {
 			// Unconfirmed (a hard stop): the source rewinds, and its later
 			// batches are stale.
 			failed = true
-			b.Source.Failed(b)
-			w.pool.put(b)
+			w.fail(b)
 			continue
 		}
 		w.cfg.Metrics.BytesWritten.Add(float64(len(b.Data)))
@@ -440,21 +418,11 @@ func (d *dispatcher) stop(done <-chan *request) {
 		d.finish(<-done)
 	}
 	for _, b := range d.pending {
-		b.Source.Failed(b)
-		d.w.pool.put(b)
+		d.w.fail(b)
 	}
 	for _, q := range d.deferred {
-		q.b.Source.Failed(q.b)
-		d.w.pool.put(q.b)
+		d.w.fail(q.b)
 	}
 	d.pending, d.deferred = nil, nil
-	for {
-		select {
-		case b := <-d.w.queue:
-			b.Source.Failed(b)
-			d.w.pool.put(b)
-		default:
-			return
-		}
-	}
+	d.w.failQueued()
 }

@@ -45,11 +45,9 @@ const (
 
 // Writer writes batches to the output in the order they were submitted.
 type Writer struct {
+	batches
 	cfg        Config
 	minBackoff time.Duration
-	pool       *pool
-	queue      chan *Batch
-	closing    chan struct{}
 }
 
 // New makes a Writer; Run starts it.
@@ -73,34 +71,14 @@ func New(cfg Config) *Writer {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	return &Writer{
+		batches:    newBatches(cfg.Buffers, cfg.BatchBytes),
 		cfg:        cfg,
 		minBackoff: min(minBackoff, cfg.MaxBackoff),
-		pool:       newPool(cfg.Buffers, cfg.BatchBytes+cfg.BatchBytes/4),
-		queue:      make(chan *Batch, cfg.Buffers),
-		closing:    make(chan struct{}),
 	}
 }
 
 // String names the output, like the HTTPWriter's String.
 func (w *Writer) String() string { return w.cfg.Output.String() }
-
-// BatchBytes is the size at which a stream should submit its batch.
-func (w *Writer) BatchBytes() int { return w.cfg.BatchBytes }
-
-// Free hands out free batch buffers; receive from it to get one. Waiting
-// receivers are served in turn.
-func (w *Writer) Free() <-chan *Batch { return w.pool.free }
-
-// Release returns a batch that will not be submitted.
-func (w *Writer) Release(b *Batch) { w.pool.put(b) }
-
-// Submit queues b for writing. It never blocks: every batch came from the
-// pool, and the queue holds as many as the pool has.
-func (w *Writer) Submit(b *Batch) { w.queue <- b }
-
-// Close says no more batches will be submitted: Run writes what is queued
-// and returns.
-func (w *Writer) Close() { close(w.closing) }
 
 // Run writes batches until Close was called and the queue is empty, or
 // until ctx ends (then what is queued is failed, not written). It returns
@@ -283,8 +261,7 @@ func (w *Writer) dropStale(group []*Batch) []*Batch {
 	live := group[:0]
 	for _, b := range group {
 		if b.Epoch != b.Source.Epoch() {
-			b.Source.Failed(b)
-			w.pool.put(b)
+			w.fail(b)
 			continue
 		}
 		live = append(live, b)
@@ -294,20 +271,7 @@ func (w *Writer) dropStale(group []*Batch) []*Batch {
 
 func (w *Writer) failAll(group []*Batch) {
 	for _, b := range group {
-		b.Source.Failed(b)
-		w.pool.put(b)
-	}
-}
-
-func (w *Writer) failQueued() {
-	for {
-		select {
-		case b := <-w.queue:
-			b.Source.Failed(b)
-			w.pool.put(b)
-		default:
-			return
-		}
+		w.fail(b)
 	}
 }
 
