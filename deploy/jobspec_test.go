@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -57,13 +56,7 @@ func checkForwarderTask(t *testing.T, task *block) []string {
 	assert.Equal(t, "run", args[0])
 	assert.Equal(t, "${node.unique.id}", argAfter(t, args, "--node-id"), "left for the client to interpolate")
 	out := strings.ReplaceAll(argAfter(t, args, "--output"), "${NOMAD_ALLOC_DIR}", "/opt/nomad/data/alloc/5e1c0c5e-0000-0000-0000-000000000000/alloc")
-	if forward.IsHTTP(out) {
-		_, err := forward.ParseHTTPURL(out)
-		assert.NoError(t, err)
-	} else {
-		_, err := forward.ParseOutput(out, io.Discard)
-		assert.NoError(t, err)
-	}
+	assert.NoError(t, forward.Check(out, forward.Options{}), "--output %s", out)
 	kill := task.str("kill_timeout")
 	assert.NotEmpty(t, kill)
 	return args

@@ -168,7 +168,7 @@ func TestHTTPFlagsAreChecked(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--output", "tcp://127.0.0.1:1", "--http-header", "A: b"}, "--http-header needs"},
+		{[]string{"--output", "tcp://127.0.0.1:1", "--http-header", "A: b"}, "need an http:// or https:// --output"},
 		{[]string{"--output", "http://127.0.0.1:1/", "--tls-ca", "/x"}, "https://"},
 		{[]string{"--output", "http://127.0.0.1:1/", "--http-header", "no-colon-secret"}, "Name: value"},
 		{[]string{"--output", "http://127.0.0.1:1/", "--inflight", "0"}, "--inflight"},

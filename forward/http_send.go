@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -347,6 +348,7 @@ func (w *HTTPWriter) post(ctx context.Context, body []byte) (int, []byte, error)
 		return 0, nil, err
 	}
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	msg = w.redact(msg)
 	// Read the rest so that the connection can be reused.
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
@@ -354,3 +356,28 @@ func (w *HTTPWriter) post(ctx context.Context, body []byte) (int, []byte, error)
 	w.cfg.HTTPMetrics.Requests.WithLabelValues(strconv.Itoa(resp.StatusCode)).Inc()
 	return resp.StatusCode, msg, nil
 }
+
+// redact replaces in an answer every header value the writer sends, and
+// every long word of one (a token without its "Bearer "), by [redacted]:
+// a receiver that echoes the request back must not put a secret in the
+// log.
+func (w *HTTPWriter) redact(msg []byte) []byte {
+	for _, values := range w.cfg.Header {
+		for _, v := range values {
+			secrets := append([]string{v}, strings.Fields(v)...)
+			for _, s := range secrets {
+				if len(s) >= minRedacted {
+					msg = bytes.ReplaceAll(msg, []byte(s), redacted)
+				}
+			}
+		}
+	}
+	return msg
+}
+
+// minRedacted is the shortest word of a header value redacted on its own:
+// shorter ones ("Bearer", a tenant name) are no secret, and replacing them
+// everywhere would garble the answer.
+const minRedacted = 8
+
+var redacted = []byte("[redacted]")

@@ -12,11 +12,6 @@ import (
 	"strings"
 )
 
-// IsHTTP reports whether an --output spec names the HTTP output.
-func IsHTTP(spec string) bool {
-	return strings.HasPrefix(spec, "http://") || strings.HasPrefix(spec, "https://")
-}
-
 // ParseHTTPURL checks an http:// or https:// output URL.
 func ParseHTTPURL(spec string) (*url.URL, error) {
 	u, err := url.Parse(spec)
@@ -49,15 +44,15 @@ func ParseHeaders(specs []string) (http.Header, error) {
 		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
 		switch {
 		case !ok || name == "":
-			return nil, errors.New("--http-header: want 'Name: value'")
+			return nil, errors.New("HTTP header: want 'Name: value'")
 		case !validHeaderName(name):
-			return nil, fmt.Errorf("--http-header %q: not a valid header name", name)
+			return nil, fmt.Errorf("HTTP header %q: not a valid header name", name)
 		case !validHeaderValue(value):
-			return nil, fmt.Errorf("--http-header %q: the value holds characters a header cannot carry", name)
+			return nil, fmt.Errorf("HTTP header %q: the value holds characters a header cannot carry", name)
 		}
 		switch http.CanonicalHeaderKey(name) {
 		case "Content-Type", "Content-Encoding", "Content-Length", "Transfer-Encoding":
-			return nil, fmt.Errorf("--http-header %q: set by the forwarder itself", name)
+			return nil, fmt.Errorf("HTTP header %q: set by the forwarder itself", name)
 		}
 		h.Add(name, value)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -567,4 +568,56 @@ func TestCutKeepsWholeLines(t *testing.T) {
 		}
 		assert.Equal(t, string(a)+string(b), string(joined), "limit %d", limit)
 	}
+}
+
+// Issue 16, item 3: a receiver that echoes the request back in its error
+// answer must not put the token in the daemon's log.
+func TestHTTPAnswersAreLoggedWithHeaderValuesRedacted(t *testing.T) {
+	const token = "s3cr3t-t0ken-of-the-tenant"
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, "bad credentials: Authorization=%q, token %s", r.Header.Get("Authorization"), token)
+	}))
+	defer echo.Close()
+	u, err := url.Parse(echo.URL)
+	require.NoError(t, err)
+	core, logs := observer.New(zapcore.DebugLevel)
+	w := NewHTTP(HTTPConfig{URL: u, Header: http.Header{"Authorization": {"Bearer " + token}},
+		FlushInterval: time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond, Log: zap.New(core)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	s := newSource("a")
+	s.submit(t, w, 1, nil)
+	require.Eventually(t, func() bool { return logs.FilterFieldKey("answer").Len() > 0 }, 10*time.Second, time.Millisecond)
+	for _, e := range logs.All() {
+		for k, v := range e.ContextMap() {
+			assert.NotContains(t, fmt.Sprint(v), token, "field %s", k)
+		}
+	}
+	answer := fmt.Sprint(logs.FilterFieldKey("answer").All()[0].ContextMap()["answer"])
+	assert.Contains(t, answer, "[redacted]")
+}
+
+func TestHeaderLinesFromAFileOrTheEnvironment(t *testing.T) {
+	lines, err := HeaderLines("NLF_HTTP_HEADERS", "# tenant\nX-Tenant: a\n\n  Authorization: Bearer xyz  \n")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"X-Tenant: a", "Authorization: Bearer xyz"}, lines)
+	_, err = HeaderLines("--http-header-file /etc/h", "X-Tenant: a\nBearer secret-no-name\n")
+	require.Error(t, err)
+	assert.Equal(t, "--http-header-file /etc/h line 2: want 'Name: value'", err.Error())
+	assert.NotContains(t, err.Error(), "secret")
+}
+
+func TestOpenPicksTheWriterAndChecksItsOptions(t *testing.T) {
+	s, err := Open("tcp://127.0.0.1:9000", Options{})
+	require.NoError(t, err)
+	assert.False(t, s.Acknowledges())
+	s, err = Open("http://127.0.0.1:8687/", Options{Header: http.Header{"X-A": {"b"}}})
+	require.NoError(t, err)
+	assert.True(t, s.Acknowledges())
+	assert.ErrorContains(t, Check("unix:///alloc/vector.sock", Options{Header: http.Header{"X-A": {"b"}}}), "need an http:// or https://")
+	assert.ErrorContains(t, Check("http://127.0.0.1:8687/", Options{TLS: TLSOptions{SkipVerify: true}}), "--tls-* options need an https://")
+	assert.NoError(t, Check("https://127.0.0.1:8687/", Options{TLS: TLSOptions{SkipVerify: true}}))
 }

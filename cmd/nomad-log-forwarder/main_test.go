@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -273,4 +274,30 @@ func TestListShowsTheLastEventTimePerTask(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	assert.Contains(t, lines[0], "LAST_EVENT")
 	assert.Equal(t, []string{allocA, "web", "event", "-", "-", "-", "2026-12-05T10:00:00.000000001Z", "false"}, strings.Fields(lines[1])[:8])
+}
+
+// Issue 16, item 3: secrets stay out of argv: headers come from a file of
+// 'Name: value' lines and from NLF_HTTP_HEADERS too, merged with
+// --http-header; a bad line names its source and line, never a value.
+func TestHTTPHeadersFromAFileAndTheEnvironment(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "headers")
+	require.NoError(t, os.WriteFile(file, []byte("# Vector's token\nAuthorization: Bearer from-the-file\n"), 0o600))
+	t.Setenv("NLF_HTTP_HEADERS", "X-Tenant: from-env\nX-Other: too")
+	f, err := parseRunFlags([]string{"--output", "http://127.0.0.1:8687/", "--http-header-file", file, "--http-header", "X-Argv: a"}, io.Discard, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "Bearer from-the-file", f.header.Get("Authorization"))
+	assert.Equal(t, "from-env", f.header.Get("X-Tenant"))
+	assert.Equal(t, "too", f.header.Get("X-Other"))
+	assert.Equal(t, "a", f.header.Get("X-Argv"))
+
+	require.NoError(t, os.WriteFile(file, []byte("Authorization: ok\nno-colon-secret-value\n"), 0o600))
+	_, err = parseRunFlags([]string{"--output", "http://127.0.0.1:8687/", "--http-header-file", file}, io.Discard, io.Discard)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), file+" line 2")
+	assert.NotContains(t, err.Error(), "secret-value")
+
+	t.Setenv("NLF_HTTP_HEADERS", "")
+	code, _, errOut := cli("run", "--output", "tcp://127.0.0.1:9000", "--http-header", "A: b")
+	assert.Equal(t, 2, code, "headers need the HTTP output: a usage error")
+	assert.Contains(t, errOut, "need an http:// or https:// --output")
 }

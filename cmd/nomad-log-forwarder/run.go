@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -70,9 +69,13 @@ type runFlags struct {
 	flushInterval time.Duration
 	inflight      int
 	httpHeaders   []string
-	httpTimeout   time.Duration
-	tls           forward.TLSOptions
-	cpuProfile    string
+	headerFile    string
+	// header is the parsed --http-header, --http-header-file and
+	// NLF_HTTP_HEADERS.
+	header      http.Header
+	httpTimeout time.Duration
+	tls         forward.TLSOptions
+	cpuProfile  string
 }
 
 const runUsage = `nomad-log-forwarder run follows the stdout and stderr log files of every task of every allocation
@@ -130,7 +133,8 @@ func parseRunFlags(args []string, stdout, stderr io.Writer) (*runFlags, error) {
 	fs.IntVar(&f.batchBytes, "batch-bytes", 1<<20, "HTTP output: largest request body before compression (halved when the receiver answers 413)")
 	fs.DurationVar(&f.flushInterval, "flush-interval", 200*time.Millisecond, "HTTP output: longest a line waits for its request to fill")
 	fs.IntVar(&f.inflight, "inflight", 2, "HTTP output: requests awaiting their answer at once")
-	fs.StringArrayVar(&f.httpHeaders, "http-header", nil, "HTTP output: add header 'Name: value' to every request (repeatable; values are never logged)")
+	fs.StringArrayVar(&f.httpHeaders, "http-header", nil, "HTTP output: add header 'Name: value' to every request (repeatable; values are never logged; every local user can read argv: put secrets in --http-header-file or NLF_HTTP_HEADERS)")
+	fs.StringVar(&f.headerFile, "http-header-file", "", "HTTP output: a file of 'Name: value' lines (blank lines and # comments skipped) added to every request; the place for secrets")
 	fs.DurationVar(&f.httpTimeout, "http-timeout", 60*time.Second, "HTTP output: how long one request may wait for its answer (Vector answers once its sinks confirm)")
 	fs.StringVar(&f.tls.CAFile, "tls-ca", "", "HTTPS output: PEM CA bundle to verify the server with (default: the system's)")
 	fs.StringVar(&f.tls.CertFile, "tls-cert", "", "HTTPS output: PEM client certificate, for a server that verifies clients")
@@ -179,17 +183,17 @@ func parseRunFlags(args []string, stdout, stderr io.Writer) (*runFlags, error) {
 		return nil, fmt.Errorf("--max-held-bytes must be positive")
 	case f.maxWatches < 0:
 		return nil, fmt.Errorf("--max-inotify-watches must not be negative")
-	case len(f.httpHeaders) > 0 && !forward.IsHTTP(f.output):
-		return nil, fmt.Errorf("--http-header needs an http:// or https:// --output")
-	case f.tls.Set() && !strings.HasPrefix(f.output, "https://"):
-		return nil, fmt.Errorf("--tls-* options need an https:// --output")
 	}
 	if f.nodeID != "" {
 		if err := enrich.ValidNodeID(f.nodeID); err != nil {
 			return nil, fmt.Errorf("--node-id: %w", err)
 		}
 	}
-	if err := checkOutput(f.output); err != nil {
+	var err error
+	if f.header, err = headers(f, os.Getenv); err != nil {
+		return nil, err
+	}
+	if err := forward.Check(f.output, f.outputOptions(nil, nil, nil)); err != nil {
 		return nil, fmt.Errorf("--output: %w", err)
 	}
 	return f, nil
@@ -248,9 +252,12 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		telemetry.NewBuildInfo(versionString()))
-	writer, err := newOutput(f, stdout, log, reg)
+	writer, err := forward.Open(f.output, f.outputOptions(stdout, log, reg))
 	if err != nil {
 		return err
+	}
+	if len(f.header) > 0 {
+		log.Info("HTTP output sends extra headers", zap.Strings("headers", forward.HeaderNames(f.header)))
 	}
 	unlock, err := checkpoint.Lock(f.checkpointPath)
 	if err != nil {
@@ -273,7 +280,7 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 	tailerMetrics := tailer.NewMetrics(reg)
 	var d discovery
 	if f.offline {
-		d, err = offlineDiscovery(f, root, opts, tailerMetrics, reg, log)
+		d, err = offlineDiscovery(f, root, opts, writer.Acknowledges(), tailerMetrics, reg, log)
 	} else {
 		d, err = apiDiscovery(ctx, f, root, opts, reg, log)
 	}
@@ -365,58 +372,43 @@ func syncedWithin(lastSync func() time.Time, maxAge time.Duration) func() error 
 	}
 }
 
-// output is what the tailer writes to and run drives: a *forward.Writer
-// or a *forward.HTTPWriter.
-type output interface {
-	tailer.Output
-	Run(ctx context.Context) error
-	Close()
-	String() string
-}
-
-// checkOutput parses --output without connecting, so that a mistake is a
-// usage error (exit 2) before anything starts.
-func checkOutput(spec string) error {
-	if forward.IsHTTP(spec) {
-		_, err := forward.ParseHTTPURL(spec)
-		return err
-	}
-	_, err := forward.ParseOutput(spec, io.Discard)
-	return err
-}
-
-// newOutput picks the writer that --output names.
-func newOutput(f *runFlags, stdout io.Writer, log *zap.Logger, reg prometheus.Registerer) (output, error) {
-	if !forward.IsHTTP(f.output) {
-		out, err := forward.ParseOutput(f.output, stdout)
+// headers gathers the HTTP headers of --http-header, --http-header-file
+// and NLF_HTTP_HEADERS (newline-separated 'Name: value' lines). Secrets
+// belong in the file or the environment: argv is every local user's to
+// read in /proc/<pid>/cmdline.
+func headers(f *runFlags, env func(string) string) (http.Header, error) {
+	specs := append([]string(nil), f.httpHeaders...)
+	if f.headerFile != "" {
+		data, err := os.ReadFile(f.headerFile)
+		if err != nil {
+			return nil, fmt.Errorf("--http-header-file: %w", err)
+		}
+		lines, err := forward.HeaderLines("--http-header-file "+f.headerFile, string(data))
 		if err != nil {
 			return nil, err
 		}
-		return forward.New(forward.Config{Output: out, Log: log, Metrics: forward.NewMetrics(reg)}), nil
+		specs = append(specs, lines...)
 	}
-	u, err := forward.ParseHTTPURL(f.output)
-	if err != nil {
-		return nil, err
-	}
-	header, err := forward.ParseHeaders(f.httpHeaders)
-	if err != nil {
-		return nil, err
-	}
-	var tlsCfg *tls.Config
-	if u.Scheme == "https" {
-		if tlsCfg, err = f.tls.Config(); err != nil {
+	if v := env("NLF_HTTP_HEADERS"); v != "" {
+		lines, err := forward.HeaderLines("NLF_HTTP_HEADERS", v)
+		if err != nil {
 			return nil, err
 		}
+		specs = append(specs, lines...)
 	}
-	if len(header) > 0 {
-		log.Info("HTTP output sends extra headers", zap.Strings("headers", forward.HeaderNames(header)))
+	if len(specs) == 0 {
+		return nil, nil
 	}
-	return forward.NewHTTP(forward.HTTPConfig{
-		URL: u, Header: header, TLS: tlsCfg,
+	return forward.ParseHeaders(specs)
+}
+
+// outputOptions are the flags' forward.Options.
+func (f *runFlags) outputOptions(stdout io.Writer, log *zap.Logger, reg prometheus.Registerer) forward.Options {
+	return forward.Options{
+		Stdout: stdout, Log: log, Registerer: reg, Header: f.header, TLS: f.tls,
 		RequestBytes: f.batchBytes, FlushInterval: f.flushInterval, Inflight: f.inflight, Timeout: f.httpTimeout,
-		SourceWindow: tailer.BatchesPerStream, Log: log,
-		Metrics: forward.NewMetrics(reg), HTTPMetrics: forward.NewHTTPMetrics(reg),
-	}), nil
+		SourceWindow: tailer.BatchesPerStream,
+	}
 }
 
 func startCPUProfile(path string) (stop func(), err error) {
@@ -444,7 +436,9 @@ type discovery struct {
 	close  func()
 }
 
-func offlineDiscovery(f *runFlags, root *safefs.Root, opts enrich.Options, tm *tailer.Metrics, reg prometheus.Registerer, log *zap.Logger) (discovery, error) {
+// offlineDiscovery: acknowledged says the output confirms end to end, so
+// lines need a node ID to be told apart (see the README's idempotency key).
+func offlineDiscovery(f *runFlags, root *safefs.Root, opts enrich.Options, acknowledged bool, tm *tailer.Metrics, reg prometheus.Registerer, log *zap.Logger) (discovery, error) {
 	d := discovery{close: func() {}}
 	// Of discovery's metrics only the refused allocations apply.
 	discoveryMetrics := enrich.NewMetrics(nil)
@@ -457,7 +451,7 @@ func offlineDiscovery(f *runFlags, root *safefs.Root, opts enrich.Options, tm *t
 			return d, err
 		}
 	}
-	if forward.IsHTTP(f.output) && scanner.ResolvedNode().ID == "" {
+	if acknowledged && scanner.ResolvedNode().ID == "" {
 		log.Warn("this node's ID is unknown, so lines carry no nomad.node_id: file + offset alone do not identify a line across nodes; pass --node-id (or --allocs-file)")
 	}
 	if f.once {
