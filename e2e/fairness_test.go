@@ -34,7 +34,7 @@ func TestAChattyStreamDoesNotStarveQuietOnes(t *testing.T) {
 	defer chatty.Close()
 	var quiet []*logmon.Rotator
 	for i := range 50 {
-		dir, err := logmon.AllocLogDir(allocDir, fmt.Sprintf("qqqqqqqq-0000-0000-0000-%012d", i))
+		dir, err := logmon.AllocLogDir(allocDir, fmt.Sprintf("dddddddd-0000-0000-0000-%012d", i))
 		require.NoError(t, err)
 		rot, err := logmon.New(dir, "quiet", "stdout", logmon.Options{})
 		require.NoError(t, err)
