@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"sync"
 	"syscall"
@@ -258,6 +259,14 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 	}
 	if len(f.header) > 0 {
 		log.Info("HTTP output sends extra headers", zap.Strings("headers", forward.HeaderNames(f.header)))
+	}
+	if writer.Acknowledges() && os.Getenv("GOGC") == "" {
+		// The HTTP output makes garbage (net/http's per-request objects)
+		// where the socket output makes none, and Go lets the heap grow
+		// to twice what is live before it collects: half that headroom
+		// keeps its peak RSS near the socket output's for a few percent
+		// of CPU (see the README, "Choosing an output").
+		debug.SetGCPercent(50)
 	}
 	unlock, err := checkpoint.Lock(f.checkpointPath)
 	if err != nil {
