@@ -20,6 +20,9 @@ const OptOutKey = "log_forwarder"
 const DefaultMaxStreamsPerAlloc = 64
 
 type Options struct {
+	// Handling is how lines are handled when a task's meta says nothing
+	// (the --multiline, --format, --rate-limit and --level flags).
+	Handling Handling
 	// MaxStreamsPerAlloc caps the streams of one allocation (default
 	// 64): offline, task names come from file names, which a task can
 	// create without end; the rest are logged and counted, never
@@ -205,9 +208,11 @@ func FromAllocation(a *api.Allocation, node Node, opts Options) ([]Desired, erro
 				meta.Extra[k] = v
 			}
 		}
+		handling, problems := handlingOf(levels, opts.Handling)
 		for _, stream := range Streams {
 			out = append(out, Desired{Target: taskstream.ID{AllocID: a.ID, Task: task, Stream: stream}, Meta: meta, Terminal: terminal, Task: info,
-				MaxFiles: info.LogConfig.MaxFiles, MaxFileSizeMB: info.LogConfig.MaxFileSizeMB})
+				MaxFiles: info.LogConfig.MaxFiles, MaxFileSizeMB: info.LogConfig.MaxFileSizeMB,
+				Handling: handling, HandlingProblems: problems})
 		}
 	}
 	if len(refused) > 0 {

@@ -64,6 +64,8 @@ type Scanner struct {
 	// overCap is, by alloc ID, how many task names the cap left out at
 	// the last scan (logged and counted as they grow).
 	overCap map[string]int
+	// problems logs each task's unusable meta values once.
+	problems problemLog
 	// newWatch starts an inotify watch; nil is fsnotify. Tests set it.
 	newWatch func() (dirWatch, error)
 }
@@ -126,6 +128,7 @@ func (s *Scanner) Scan() ([]Desired, error) {
 		}
 		if a, ok := byID[id]; ok {
 			targets, err := FromAllocation(a, node, s.Options)
+			s.problems.note(s.log(), targets)
 			if err != nil {
 				s.refuseOnce(refused, id, s.AllocationsRefused, err)
 			}
@@ -151,7 +154,8 @@ func (s *Scanner) Scan() ([]Desired, error) {
 			for _, stream := range Streams {
 				out = append(out, Desired{
 					Target: taskstream.ID{AllocID: id, Task: task, Stream: stream},
-					Meta:   Meta{NodeID: node.ID, NodeName: node.Name, Datacenter: node.Datacenter, TaskName: task, AllocID: id},
+					Meta:     Meta{NodeID: node.ID, NodeName: node.Name, Datacenter: node.Datacenter, TaskName: task, AllocID: id},
+					Handling: s.Options.Handling,
 				})
 			}
 		}

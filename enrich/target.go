@@ -77,6 +77,11 @@ type Desired struct {
 	// unknown): logmon keeps at most MaxFiles files of MaxFileSizeMB MiB
 	// per stream, its retention.
 	MaxFiles, MaxFileSizeMB int
+	// Handling is how the task's lines are handled (its meta, else the
+	// defaults); HandlingProblems the meta values that did not parse and
+	// were left at their default, for the discovery to log once per task.
+	Handling         Handling
+	HandlingProblems []string
 	// Task is what the listing says about the target's task: its events,
 	// restarts, logs block and lifecycle. Both streams of a task share one
 	// TaskInfo (the same pointer); each listing brings new ones. Nil when

@@ -123,6 +123,8 @@ type Watcher struct {
 	noLeader      bool // the last listing came from a server that knew no leader
 	// notBefore is the earliest start of the next request.
 	notBefore time.Time
+	// problems logs each task's unusable meta values once.
+	problems problemLog
 }
 
 // NewWatcher makes a Watcher.
@@ -472,6 +474,7 @@ func (l *listing) add(a *api.Allocation) error {
 		return nil
 	}
 	w.warnLogsDisabled(a, targets)
+	w.problems.note(w.cfg.Log, targets)
 	l.groups = append(l.groups, allocTargets{createIndex: a.CreateIndex, targets: targets})
 	return nil
 }
@@ -489,6 +492,7 @@ func (l *listing) finish() []Desired {
 			delete(l.w.refused, id)
 		}
 	}
+	l.w.problems.forget(l.listed)
 	for k := range l.w.logsDisabled {
 		if !l.listed[k.AllocID] {
 			delete(l.w.logsDisabled, k)
