@@ -34,7 +34,13 @@ type Combiner[P any] struct {
 	truncated bool
 	// dropping: the event reached a bound and went out truncated; lines
 	// that would continue it are dropped until one starts an event.
-	dropping bool
+	// dropStart is that event's start and dropped how many lines were
+	// dropped: while they are few, a restart reads the event again from
+	// its start (and drops the rest again), rather than take its rest
+	// for an event of its own.
+	dropping  bool
+	dropStart P
+	dropped   int
 
 	// held lines: kept until the preset knows whether they continue the
 	// event (each is heldBuf[ends[i-1]:ends[i]]).
@@ -73,6 +79,7 @@ func (c *Combiner[P]) Add(l Line[P], emit func(Event[P])) {
 		c.add(l, emit)
 	case hold:
 		if c.dropping {
+			c.dropped++
 			return
 		}
 		c.heldBuf = append(c.heldBuf, l.Data...)
@@ -94,13 +101,19 @@ func (c *Combiner[P]) Flush(emit func(Event[P])) {
 
 // Pending is where what is held begins: the first line of the event, or
 // of the first held line. A restart must read again from there, so that
-// the event is sent whole, never split.
+// the event is sent whole, never split. While the rest of a truncated
+// event is dropped, it is that event's start (sent again whole after a
+// restart, and its rest dropped again), until more lines were dropped
+// than an event may have: past that, a stream of endless continuation
+// lines (a regex that never matches again) would hold its files forever.
 func (c *Combiner[P]) Pending() (P, bool) {
 	switch {
 	case c.open:
 		return c.start, true
 	case len(c.heldStart) > 0:
 		return c.heldStart[0], true
+	case c.dropping && c.dropped <= c.maxLines:
+		return c.dropStart, true
 	}
 	var zero P
 	return zero, false
@@ -123,6 +136,7 @@ func (c *Combiner[P]) begin(l Line[P]) {
 // the line would take it past a bound.
 func (c *Combiner[P]) add(l Line[P], emit func(Event[P])) {
 	if c.dropping {
+		c.dropped++
 		return
 	}
 	sep := 0
@@ -131,6 +145,7 @@ func (c *Combiner[P]) add(l Line[P], emit func(Event[P])) {
 	}
 	if c.lines > 0 && (c.lines+1 > c.maxLines || c.maxBytes > 0 && len(c.buf)+sep+len(l.Data) > c.maxBytes) {
 		c.truncated = true
+		c.dropStart, c.dropped = c.start, 1
 		c.endEvent(emit)
 		c.dropping = true
 		return

@@ -281,3 +281,81 @@ func BenchmarkCombinerJava(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/line")
 }
+
+// A restart reads again from Pending, with a new combiner: the events it
+// makes from there are the events the first one made from there, so an
+// event is never split by a restart, and one sent again is identical.
+func TestARestartAtPendingMakesTheSameEvents(t *testing.T) {
+	cases := []struct {
+		spec, file string
+		maxLines   int
+	}{
+		{"java", "java.log", 0}, {"java", "java.log", 6},
+		{"python", "python.log", 0}, {"python", "python.log", 4},
+		{"go", "go.log", 0}, {"go", "go.log", 8},
+		{"dotnet", "dotnet.log", 0}, {"dotnet", "dotnet.log", 3},
+		{`regex:^\S`, "java.log", 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.spec+"/"+tc.file+"/"+strings.Repeat("x", tc.maxLines), func(t *testing.T) {
+			lines := strings.Split(strings.TrimSuffix(trace(t, tc.file), "\n"), "\n")
+			restartsChecked := assertRestartsMakeTheSameEvents(t, tc.spec, tc.maxLines, lines)
+			assert.Greater(t, restartsChecked, len(lines)/2)
+		})
+	}
+}
+
+type startedEvent struct {
+	start     int
+	data      string
+	truncated bool
+}
+
+// assertRestartsMakeTheSameEvents restarts after every line from where
+// Pending says, and returns how many restarts it checked (those past the
+// drop bound are not: they may begin a new event, as documented).
+func assertRestartsMakeTheSameEvents(t testing.TB, spec string, maxLines int, lines []string) int {
+	r, err := Parse(spec)
+	require.NoError(t, err)
+	run := func(c *Combiner[int], from int, after func(i int)) []startedEvent {
+		var out []startedEvent
+		emit := func(e Event[int]) { out = append(out, startedEvent{e.Start, string(e.Data), e.Truncated}) }
+		for i := from; i < len(lines); i++ {
+			c.Add(Line[int]{Data: []byte(lines[i]), Start: i}, emit)
+			if after != nil {
+				after(i)
+			}
+		}
+		c.Flush(emit)
+		return out
+	}
+	first := NewCombiner[int](r, maxLines, 0)
+	resumes := make([]int, 0, len(lines))
+	all := run(first, 0, func(i int) {
+		if p, ok := first.Pending(); ok {
+			resumes = append(resumes, p)
+		} else if !first.dropping {
+			resumes = append(resumes, i+1)
+		}
+	})
+	for _, from := range resumes {
+		var want []startedEvent
+		for _, e := range all {
+			if e.start >= from {
+				want = append(want, e)
+			}
+		}
+		got := run(NewCombiner[int](r, maxLines, 0), from, nil)
+		require.Equal(t, want, got, "a restart at line %d", from)
+	}
+	return len(resumes)
+}
+
+func FuzzRestart(f *testing.F) {
+	f.Add("E\n\tat a\n\tat b\nF\n", uint8(0), uint8(2))
+	f.Add("Traceback (most recent call last):\n  x\nE\n\nThe above exception was the direct cause of the following exception:\n\nTraceback (most recent call last):\n  y\nF\nz\n", uint8(1), uint8(0))
+	specs := []string{"java", "python", "go", "dotnet", `regex:^[A-Z]`}
+	f.Fuzz(func(t *testing.T, text string, which, maxLines uint8) {
+		assertRestartsMakeTheSameEvents(t, specs[int(which)%len(specs)], int(maxLines%8), strings.Split(text, "\n"))
+	})
+}
