@@ -40,6 +40,12 @@ func (h Handling) Plain() bool {
 	return h.Multiline == nil && !h.JSON && !h.DetectLevel && h.RateLimit == 0
 }
 
+// Equal says h and o handle lines the same way.
+func (h Handling) Equal(o Handling) bool {
+	return h.Multiline.Name() == o.Multiline.Name() && h.JSON == o.JSON &&
+		h.DetectLevel == o.DetectLevel && h.RateLimit == o.RateLimit
+}
+
 // HandlingValues are the four settings in the form of the meta values.
 type HandlingValues struct {
 	Multiline, Format, RateLimit, Level string

@@ -318,8 +318,15 @@ func TestAPIFaultsSendNothingAndHeal(t *testing.T) {
 		{fakenomad.HugeError, enrich.ErrKindServer, 500},
 	} {
 		t.Run(tc.fault.String(), func(t *testing.T) {
+			// Only the hang waits for the grace; the others must not time
+			// out first on a loaded machine (a 1 MiB answer decoded under
+			// -race can take longer than 100 ms).
+			grace := 2 * time.Second
+			if tc.fault == fakenomad.Hang {
+				grace = 100 * time.Millisecond
+			}
 			h := newHarness(t, fakenomad.Options{HugeBytes: 4 << 20}, func(c *enrich.WatcherConfig) {
-				c.RequestGrace = 100 * time.Millisecond
+				c.RequestGrace = grace
 				c.MaxWait = 200 * time.Millisecond // a hang in a blocking query counts after the wait
 				client, _, err := enrich.NewClient(enrich.ClientConfig{Address: c.Client.Address(), MaxResponseBytes: 1 << 20})
 				require.NoError(t, err)

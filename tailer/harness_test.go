@@ -39,6 +39,11 @@ type received struct {
 	File      string `json:"file"`
 	Offset    int64  `json:"offset"`
 	Truncated bool   `json:"truncated"`
+	// Per-task handling.
+	Lines     int             `json:"lines"`
+	Level     string          `json:"level"`
+	Throttled int             `json:"throttled"`
+	JSON      json.RawMessage `json:"json"`
 	Nomad     struct {
 		AllocID  string `json:"alloc_id"`
 		TaskName string `json:"task_name"`
@@ -164,11 +169,14 @@ type harness struct {
 	maxHeld int64
 	// batchBytes is the output's batch size (default 4 KiB: many batches).
 	batchBytes int
+	// multilineTimeout is --multiline-timeout (default 1 minute: tests
+	// that want it say so).
+	multilineTimeout time.Duration
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, allocDir: t.TempDir(), out: newMemOutput(), maxLine: 102400, poll: time.Second, maxHeld: heldFiles, batchBytes: 4 << 10}
+	h := &harness{t: t, allocDir: t.TempDir(), out: newMemOutput(), maxLine: 102400, poll: time.Second, maxHeld: heldFiles, batchBytes: 4 << 10, multilineTimeout: time.Minute}
 	h.ckptPath = filepath.Join(t.TempDir(), "checkpoint.msgpack")
 	var err error
 	h.root, err = safefs.OpenRoot(h.allocDir)
@@ -242,7 +250,7 @@ func (h *harness) start() *pipeline {
 	p.wg.Go(func() { watcher.Run(watcherCtx); close(watcherDone) })
 	p.mgr = tailer.NewManager(tailer.Config{
 		Root: h.root, Output: p.writer, Checkpoint: store, Watcher: watcher, MaxLineBytes: h.maxLine, ReadFrom: h.readFrom,
-		DrainDelay: h.drainDelay, Log: log, Metrics: h.metrics, PollInterval: h.poll,
+		DrainDelay: h.drainDelay, Log: log, Metrics: h.metrics, PollInterval: h.poll, MultilineTimeout: h.multilineTimeout,
 		Budget: tailer.NewBudget(h.maxHeld, 0, h.metrics.HeldFiles, h.metrics.HeldBytes),
 	})
 	return p

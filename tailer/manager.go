@@ -12,6 +12,7 @@ import (
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/forward"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/multiline"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
@@ -53,6 +54,11 @@ type Config struct {
 	Budget       *Budget
 	ReadFrom     string
 	MaxLineBytes int
+	// The bounds of a multiline event (defaults: 500 lines, MaxLineBytes)
+	// and how long one waits for its next line (default 1s).
+	MultilineMaxLines int
+	MultilineMaxBytes int
+	MultilineTimeout  time.Duration
 	// DrainDelay is how long a stopped allocation's stream must see no new
 	// bytes before it is retired.
 	DrainDelay time.Duration
@@ -74,6 +80,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxLineBytes <= 0 {
 		c.MaxLineBytes = 102400
+	}
+	if c.MultilineMaxLines <= 0 {
+		c.MultilineMaxLines = multiline.DefaultMaxLines
+	}
+	if c.MultilineMaxBytes <= 0 {
+		c.MultilineMaxBytes = c.MaxLineBytes
+	}
+	if c.MultilineTimeout <= 0 {
+		c.MultilineTimeout = time.Second
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = 10 * time.Second
@@ -119,9 +134,11 @@ func NewManager(cfg Config) *Manager {
 }
 
 type running struct {
-	s      *stream
-	meta   enrich.Meta // what the stream renders, as last listed
-	cancel context.CancelFunc
+	s    *stream
+	meta enrich.Meta // what the stream renders, as last listed
+	// handling is how the stream handles lines, as last listed.
+	handling enrich.Handling
+	cancel   context.CancelFunc
 	// done is closed when the stream's goroutine has returned (retired,
 	// or stopped); its exit may not have been handled yet.
 	done chan struct{}
@@ -194,6 +211,10 @@ func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams 
 				r.meta = d.Meta
 				r.s.setMeta(d.Meta)
 			}
+			if !r.handling.Equal(d.Handling) {
+				r.handling = d.Handling
+				r.s.setHandling(d.Handling)
+			}
 			switch {
 			case d.Terminal:
 				if r.s.drain() {
@@ -230,7 +251,7 @@ func (m *Manager) apply(ctx context.Context, snapshot []enrich.Desired, streams 
 		s.reopen = reopen
 		m.track(s, d)
 		sctx, cancel := context.WithCancel(ctx)
-		r := &running{s: s, meta: d.Meta, cancel: cancel, done: make(chan struct{})}
+		r := &running{s: s, meta: d.Meta, handling: d.Handling, cancel: cancel, done: make(chan struct{})}
 		streams[d.Target] = r
 		s.log.Info("target added", zap.Bool("terminal", d.Terminal))
 		wg.Go(func() {

@@ -15,6 +15,9 @@ type Metrics struct {
 	LinesForwarded *prometheus.CounterVec
 	BytesForwarded *prometheus.CounterVec
 	LinesTruncated prometheus.Counter
+	// LinesThrottled counts task lines dropped over their rate limit, once
+	// the record that says so was confirmed.
+	LinesThrottled *prometheus.CounterVec
 	FilesSkipped   prometheus.Counter
 	FilesTruncated prometheus.Counter
 	FilesRefused   prometheus.Counter
@@ -40,6 +43,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "nlf_lines_forwarded_total", Help: "Lines the output confirmed written."}, labels),
 		BytesForwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nlf_bytes_forwarded_total", Help: "Bytes of rendered lines the output confirmed written."}, labels),
+		LinesThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nlf_lines_throttled_total", Help: "Task lines dropped over their log_forwarder_rate_limit, counted when the record that reports them is confirmed (delivered + throttled = written)."}, labels),
 		LinesTruncated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nlf_lines_truncated_total", Help: "Lines longer than --max-line-bytes, emitted truncated."}),
 		FilesSkipped: prometheus.NewCounter(prometheus.CounterOpts{
@@ -64,7 +69,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "nlf_targets_draining", Help: "Task streams whose allocation stopped, being drained."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.LinesRead, m.BytesRead, m.LinesForwarded, m.BytesForwarded, m.LinesTruncated,
+		reg.MustRegister(m.LinesRead, m.BytesRead, m.LinesForwarded, m.BytesForwarded, m.LinesThrottled, m.LinesTruncated,
 			m.FilesSkipped, m.FilesTruncated, m.FilesRefused, m.FilesDropped, m.BytesRefused, m.HeldFiles, m.HeldBytes,
 			m.TargetsActive, m.TargetsDrain, m.EventsForwarded)
 	}
@@ -74,6 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // streamMetrics are a stream's counters, with its labels resolved once.
 type streamMetrics struct {
 	linesRead, bytesRead, linesForwarded, bytesForwarded prometheus.Counter
+	linesThrottled                                       prometheus.Counter
 	linesTruncated, filesSkipped, filesTruncated         prometheus.Counter
 	filesRefused, filesDropped, bytesRefused             prometheus.Counter
 }
@@ -91,7 +97,7 @@ func jobOf(meta enrich.Meta) jobLabels {
 
 // forgetJob deletes a job's series, once it has no stream left.
 func (m *Metrics) forgetJob(l jobLabels) {
-	for _, v := range []*prometheus.CounterVec{m.LinesRead, m.BytesRead, m.LinesForwarded, m.BytesForwarded} {
+	for _, v := range []*prometheus.CounterVec{m.LinesRead, m.BytesRead, m.LinesForwarded, m.BytesForwarded, m.LinesThrottled} {
 		v.DeleteLabelValues(l.namespace, l.job)
 	}
 }
@@ -103,6 +109,7 @@ func (m *Metrics) forStream(meta enrich.Meta) *streamMetrics {
 		bytesRead:      m.BytesRead.WithLabelValues(l.namespace, l.job),
 		linesForwarded: m.LinesForwarded.WithLabelValues(l.namespace, l.job),
 		bytesForwarded: m.BytesForwarded.WithLabelValues(l.namespace, l.job),
+		linesThrottled: m.LinesThrottled.WithLabelValues(l.namespace, l.job),
 		linesTruncated: m.LinesTruncated,
 		filesSkipped:   m.FilesSkipped,
 		filesTruncated: m.FilesTruncated,

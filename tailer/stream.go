@@ -12,6 +12,7 @@ import (
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/multiline"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 )
@@ -63,6 +64,9 @@ type stream struct {
 	// newMeta is metadata the manager wants rendered from now on (a task
 	// restart changes restarts), taken at the next wake-up.
 	newMeta atomic.Pointer[enrich.Meta]
+	// newHandling is a handling the manager wants used from now on (an
+	// in-place job update changed the meta), taken by pump.
+	newHandling atomic.Pointer[enrich.Handling]
 	// state is stateRunning, stateDraining (its allocation stopped, or
 	// its folder is gone) or stateFinished (retired). The manager may
 	// move it between running and draining; only the stream finishes it.
@@ -77,6 +81,9 @@ type stream struct {
 	lastData  time.Time
 	timestamp []byte
 	renderIdx int64
+	h         handling
+	// emitEvent is s.emitEventTo, made once: the combiner's callback.
+	emitEvent func(multiline.Event[Position])
 	// holesLogged counts the holes reported, to log the first ones only.
 	truncLog   time.Time
 	truncCount int64
@@ -97,6 +104,8 @@ func newStream(cfg *Config, d enrich.Desired, markFinished bool, readBuf *sync.P
 		fr:           framer{max: cfg.MaxLineBytes},
 		renderIdx:    -1,
 	}
+	s.emitEvent = s.emitEventTo
+	s.useHandling(d.Handling)
 	s.win = newWindow(d.Target, cfg.Output, cfg.Checkpoint, m)
 	s.files = fileSet{
 		root: cfg.Root, id: d.Target, dir: enrich.LogDir(d.Target.AllocID), key: d.Target.Task + "." + d.Target.Stream,
@@ -152,6 +161,10 @@ func (s *stream) run(ctx context.Context) error {
 			}
 			needRead = more
 		}
+		if err := s.flushHeld(ctx, false); err != nil {
+			return err
+		}
+		needRead = needRead || s.win.pendingRewind()
 		s.files.release(s.win.committed)
 		s.win.submitOrRelease(s.resume())
 		if s.win.commitIdle(s.resume()) {
@@ -166,10 +179,10 @@ func (s *stream) run(ctx context.Context) error {
 				needRead = true
 				continue
 			} else {
-				poll.Reset(min(wait, s.pollInterval()))
+				poll.Reset(min(wait, s.nextPoll()))
 			}
 		} else {
-			poll.Reset(s.pollInterval())
+			poll.Reset(s.nextPoll())
 		}
 		if needRead {
 			// A fair-share pause: take what waits, without waiting.
@@ -227,6 +240,15 @@ func (s *stream) list() (folderIndexes, bool) {
 		return s.listing.get(direct)
 	}
 	return direct()
+}
+
+// nextPoll is when the stream must look again without being woken: at
+// its poll interval, or sooner when something held is due.
+func (s *stream) nextPoll() time.Duration {
+	if wait, held := s.heldFor(time.Now()); held {
+		return min(max(wait, time.Millisecond), s.pollInterval())
+	}
+	return s.pollInterval()
 }
 
 func (s *stream) pollInterval() time.Duration {
@@ -322,14 +344,29 @@ func entryPosition(e checkpoint.Entry) Position {
 }
 
 // resume is where a restart must read again to lose nothing not yet
-// emitted: the start of the unfinished line, else the read position.
-func (s *stream) resume() Position { return s.fr.resume(s.files.position()) }
+// emitted: the first of the lines dropped over the rate limit and not yet
+// reported, else the start of the multiline event being built, else the
+// start of the unfinished line, else the read position.
+func (s *stream) resume() Position {
+	if s.h.limit != nil {
+		if p, ok := s.h.limit.pending(); ok {
+			return p
+		}
+	}
+	if s.h.comb != nil {
+		if p, ok := s.h.comb.Pending(); ok {
+			return p
+		}
+	}
+	return s.fr.resume(s.files.position())
+}
 
 // applyRewind takes the window's verdict: the output failed a batch, so
 // the reader goes back to the last commit, and reads everything after it
 // again. This is the one place a rewind moves the reader.
 func (s *stream) applyRewind() {
 	if to, ok := s.win.rewound(); ok {
+		s.forgetHeld()
 		s.fr.resumeAt(to)
 		s.files.seek(to)
 	}
@@ -352,6 +389,7 @@ func (s *stream) pump(ctx context.Context) (more bool, err error) {
 	}()
 	for chunks := 0; ; {
 		s.applyRewind()
+		s.takeHandling()
 		// New files first: logmon may purge them within milliseconds.
 		s.onFileEvents()
 		lf, hasNext, ok := s.files.current()
@@ -434,6 +472,9 @@ func (s *stream) pump(ctx context.Context) (more bool, err error) {
 			if err := s.emitPartial(ctx); err != nil {
 				return false, err
 			}
+			if err := s.flushHeld(ctx, true); err != nil {
+				return false, err
+			}
 			if !s.win.pendingRewind() {
 				s.files.readOff = 0
 			}
@@ -468,30 +509,6 @@ func (s *stream) skipHole(lf *logFile, off int64, n int) (int, bool) {
 	return n, false
 }
 
-// emitPartial ends the unfinished line as it is, without its newline: the
-// stream is finished, or its file was truncated under it. A pending
-// rewind after it says the output failed a batch while this waited for a
-// buffer: the line will be read again.
-func (s *stream) emitPartial(ctx context.Context) error {
-	l, ok := s.fr.flush()
-	if !ok {
-		return nil
-	}
-	for !s.win.haveBatch() {
-		if err := s.win.waitBatch(ctx, s.notices.wake, s.onFileEvents); err != nil {
-			return err
-		}
-		if s.win.pendingRewind() {
-			return nil
-		}
-	}
-	if s.win.pendingRewind() {
-		return nil
-	}
-	s.emit(l)
-	return nil
-}
-
 // consume frames data, read from lf at the read offset, into the batch. It
 // stops early when the batch is full and no next batch is free, or when
 // taking the next batch brought news of a failure; the rest of data is
@@ -507,34 +524,6 @@ func (s *stream) consume(data []byte, lf *logFile) {
 		if ok {
 			s.emit(l)
 		}
-	}
-}
-
-// emit renders one line into the batch and submits the batch when full.
-func (s *stream) emit(l line) {
-	if l.start.Index != s.renderIdx {
-		s.render.SetFile(s.files.path(l.start.Index))
-		s.renderIdx = l.start.Index
-	}
-	if l.truncated {
-		s.noteTruncated(l)
-	}
-	b := s.win.batch
-	b.Data = s.render.AppendLine(b.Data, s.timestamp, l.data, l.start.Offset, l.truncated)
-	b.Lines++
-	if s.win.full() {
-		s.win.submit(s.resume())
-	}
-}
-
-func (s *stream) noteTruncated(l line) {
-	s.truncCount++
-	s.metrics.linesTruncated.Inc()
-	if s.truncCount == 1 || time.Since(s.truncLog) > 10*time.Second {
-		s.truncLog = time.Now()
-		s.log.Warn("line longer than --max-line-bytes: emitted truncated, rest skipped",
-			zap.Int64("file_index", l.start.Index), zap.Int64("offset", l.start.Offset),
-			zap.Int("max_line_bytes", s.cfg.MaxLineBytes), zap.Int64("truncated_lines_so_far", s.truncCount))
 	}
 }
 
@@ -555,6 +544,9 @@ func (s *stream) finish(ctx context.Context) (done bool, err error) {
 		return false, nil // listed as running again: the partial line waits
 	}
 	if err := s.emitPartial(ctx); err != nil || s.win.pendingRewind() {
+		return false, err
+	}
+	if err := s.flushHeld(ctx, true); err != nil || s.win.pendingRewind() {
 		return false, err
 	}
 	s.win.submitOrRelease(s.resume())

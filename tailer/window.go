@@ -26,6 +26,8 @@ type pending struct {
 	pos   Position
 	lines int
 	bytes int
+	// throttled: task lines the batch's throttle records report dropped.
+	throttled int
 }
 
 // window is a stream's in-flight window: the batch being filled, the
@@ -65,6 +67,9 @@ type window struct {
 	// the stream must read again from here.
 	rewindTo  Position
 	rewinding bool
+	// throttled: task lines the batch being filled reports dropped over
+	// the rate limit.
+	throttled int
 }
 
 func newWindow(id taskstream.ID, out Output, cp Checkpoint, m *streamMetrics) *window {
@@ -80,6 +85,11 @@ func (w *window) Written(b *forward.Batch) {
 	w.commit(p.pos, false)
 	w.metrics.linesForwarded.Add(float64(p.lines - b.Dropped))
 	w.metrics.bytesForwarded.Add(float64(p.bytes))
+	if p.throttled > 0 {
+		// Counted once the record saying so is out: a batch failed and
+		// read again is not counted twice.
+		w.metrics.linesThrottled.Add(float64(p.throttled))
+	}
 	w.acks <- ack{ok: true, epoch: b.Epoch, pos: p.pos}
 }
 
@@ -204,6 +214,7 @@ func (w *window) handle(a ack) {
 		if w.batch != nil {
 			w.batch.Data, w.batch.Lines = w.batch.Data[:0], 0
 		}
+		w.throttled = 0
 		w.rewindTo, w.rewinding = w.committed, true
 	}
 }
@@ -219,7 +230,8 @@ func (w *window) full() bool { return len(w.batch.Data) >= w.out.BatchBytes() }
 func (w *window) submit(resume Position) {
 	b := w.batch
 	w.batch = nil
-	w.inflight[w.seq%BatchesPerStream] = pending{pos: resume, lines: b.Lines, bytes: len(b.Data)}
+	w.inflight[w.seq%BatchesPerStream] = pending{pos: resume, lines: b.Lines, bytes: len(b.Data), throttled: w.throttled}
+	w.throttled = 0
 	b.Source, b.Epoch, b.Seq = w, w.localEpoch, w.seq
 	w.seq++
 	w.nInflight++

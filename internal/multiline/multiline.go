@@ -34,7 +34,12 @@ type Rules struct {
 
 // Name is how the rules were asked for (java, python, go, dotnet,
 // regex:<RE2>).
-func (r *Rules) Name() string { return r.name }
+func (r *Rules) Name() string {
+	if r == nil {
+		return "off"
+	}
+	return r.name
+}
 
 // Parse reads a log_forwarder_multiline value: java, python, go, dotnet,
 // regex:<RE2> or off (nil rules, no error).
