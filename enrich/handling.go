@@ -5,9 +5,10 @@ import (
 	"strconv"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/multiline"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
-	"go.uber.org/zap"
 )
 
 // The meta keys of per-task handling: set on the task, its group or its

@@ -153,7 +153,7 @@ func (s *Scanner) Scan() ([]Desired, error) {
 			tasks[id][task] = true
 			for _, stream := range Streams {
 				out = append(out, Desired{
-					Target: taskstream.ID{AllocID: id, Task: task, Stream: stream},
+					Target:   taskstream.ID{AllocID: id, Task: task, Stream: stream},
 					Meta:     Meta{NodeID: node.ID, NodeName: node.Name, Datacenter: node.Datacenter, TaskName: task, AllocID: id},
 					Handling: s.Options.Handling,
 				})
