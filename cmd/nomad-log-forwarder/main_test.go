@@ -301,3 +301,34 @@ func TestHTTPHeadersFromAFileAndTheEnvironment(t *testing.T) {
 	assert.Equal(t, 2, code, "headers need the HTTP output: a usage error")
 	assert.Contains(t, errOut, "need an http:// or https:// --output")
 }
+
+// A bad default for per-task handling is a usage error (exit 2) naming the
+// flag, before anything starts.
+func TestBadHandlingFlagsAreUsageErrors(t *testing.T) {
+	for _, tc := range []struct{ flag, value, want string }{
+		{"--multiline", "cobol", "--multiline"},
+		{"--multiline", "regex:(", "--multiline"},
+		{"--format", "yaml", "--format"},
+		{"--rate-limit", "100", "--rate-limit"},
+		{"--rate-limit", "-5/s", "--rate-limit"},
+		{"--level", "loud", "--level"},
+		{"--multiline-max-lines", "0", "--multiline-max-lines"},
+		{"--multiline-max-bytes", "-1", "--multiline-max-bytes"},
+		{"--multiline-timeout", "0s", "--multiline-timeout"},
+	} {
+		dir := t.TempDir()
+		ckpt := filepath.Join(dir, "new", "checkpoint.msgpack")
+		code, _, errOut := cli("run", "--offline", "--once", "--alloc-dir", dir, "--checkpoint", ckpt, "--metrics-addr", "", tc.flag, tc.value)
+		assert.Equal(t, 2, code, "%s %s", tc.flag, tc.value)
+		assert.Contains(t, errOut, tc.want, "%s %s", tc.flag, tc.value)
+		_, err := os.Stat(filepath.Dir(ckpt))
+		assert.ErrorIs(t, err, os.ErrNotExist, "nothing started")
+	}
+	f, err := parseRunFlags([]string{"--multiline", "python", "--format", "json", "--rate-limit", "50/s", "--level", "detect", "--max-line-bytes", "4096"}, io.Discard, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "python", f.handling.Multiline.Name())
+	assert.True(t, f.handling.JSON)
+	assert.True(t, f.handling.DetectLevel)
+	assert.Equal(t, 50, f.handling.RateLimit)
+	assert.Equal(t, 4096, f.multilineMaxBytes, "--multiline-max-bytes defaults to --max-line-bytes")
+}

@@ -65,6 +65,13 @@ type runFlags struct {
 	maxHeldBytes       int64
 	maxWatches         int
 
+	// Per-task handling: the defaults of the log_forwarder_* meta keys.
+	handlingValues    enrich.HandlingValues
+	handling          enrich.Handling
+	multilineMaxLines int
+	multilineMaxBytes int
+	multilineTimeout  time.Duration
+
 	// HTTP output only.
 	batchBytes    int
 	flushInterval time.Duration
@@ -115,6 +122,13 @@ func parseRunFlags(args []string, stdout, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.output, "output", "stdout", "where lines go: stdout, tcp://HOST:PORT, unix:///PATH, or http(s)://HOST:PORT/PATH (Vector's http_server source; offsets advance only once it confirms)")
 	fs.StringVar(&f.readFrom, "read-from", tailer.ReadFromBeginning, "where a stream with no checkpoint starts: beginning or end")
 	fs.IntVar(&f.maxLineBytes, "max-line-bytes", 102400, "longer lines are truncated to this many bytes and flagged \"truncated\": true")
+	fs.StringVar(&f.handlingValues.Multiline, "multiline", "off", "join lines into events where a task's meta log_forwarder_multiline does not say: java, python, go, dotnet, regex:<RE2> (a matching line starts an event) or off")
+	fs.StringVar(&f.handlingValues.Format, "format", "text", "json (a line that is a JSON object is also sent parsed, under \"json\") or text, where a task's meta log_forwarder_format does not say")
+	fs.StringVar(&f.handlingValues.RateLimit, "rate-limit", "off", "lines a second a stream may send (<N>/s, with a burst of one second's worth) or off, where a task's meta log_forwarder_rate_limit does not say; lines over it are dropped, counted in nlf_lines_throttled_total and reported by a record once a second")
+	fs.StringVar(&f.handlingValues.Level, "level", "off", "detect (a line's level into \"level\") or off, where a task's meta log_forwarder_level does not say")
+	fs.IntVar(&f.multilineMaxLines, "multiline-max-lines", 500, "a multiline event with more lines is sent truncated (\"truncated\": true) and its rest dropped")
+	fs.IntVar(&f.multilineMaxBytes, "multiline-max-bytes", 0, "a multiline event with more bytes is sent truncated and its rest dropped (default: --max-line-bytes)")
+	fs.DurationVar(&f.multilineTimeout, "multiline-timeout", time.Second, "a multiline event is sent once no line came for this long")
 	fs.BoolVar(&f.once, "once", false, "read every stream to its end, emit partial last lines, and exit")
 	fs.BoolVar(&f.offline, "offline", false, "never call Nomad: find streams by scanning --alloc-dir")
 	fs.StringVar(&f.allocsFile, "allocs-file", "", "with --offline: a saved GET /v1/node/<id>/allocations response for metadata")
@@ -184,6 +198,15 @@ func parseRunFlags(args []string, stdout, stderr io.Writer) (*runFlags, error) {
 		return nil, fmt.Errorf("--max-held-bytes must be positive")
 	case f.maxWatches < 0:
 		return nil, fmt.Errorf("--max-inotify-watches must not be negative")
+	case f.multilineMaxLines <= 0:
+		return nil, fmt.Errorf("--multiline-max-lines must be positive")
+	case f.multilineMaxBytes < 0:
+		return nil, fmt.Errorf("--multiline-max-bytes must not be negative")
+	case f.multilineTimeout <= 0:
+		return nil, fmt.Errorf("--multiline-timeout must be positive")
+	}
+	if f.multilineMaxBytes == 0 {
+		f.multilineMaxBytes = f.maxLineBytes
 	}
 	if f.nodeID != "" {
 		if err := enrich.ValidNodeID(f.nodeID); err != nil {
@@ -191,6 +214,9 @@ func parseRunFlags(args []string, stdout, stderr io.Writer) (*runFlags, error) {
 		}
 	}
 	var err error
+	if f.handling, err = enrich.ParseHandling(f.handlingValues); err != nil {
+		return nil, err
+	}
 	if f.header, err = headers(f, os.Getenv); err != nil {
 		return nil, err
 	}
@@ -285,7 +311,8 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 
 	checks := []telemetry.Check{{Name: "checkpoint", Check: store.Healthy}}
 	opts := enrich.Options{Namespaces: f.namespaces, MetaKeys: f.metaKeys, NodeMetaKeys: f.nodeMetaKeys,
-		SelfAllocID: os.Getenv("NOMAD_ALLOC_ID"), TaskEvents: f.taskEvents, MaxStreamsPerAlloc: f.maxStreamsPerAlloc}
+		SelfAllocID: os.Getenv("NOMAD_ALLOC_ID"), TaskEvents: f.taskEvents, MaxStreamsPerAlloc: f.maxStreamsPerAlloc,
+		Handling: f.handling}
 	tailerMetrics := tailer.NewMetrics(reg)
 	var d discovery
 	if f.offline {
@@ -312,6 +339,7 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 		Root: root, Output: writer, Checkpoint: store, Watcher: watcher,
 		Budget:   tailer.NewBudget(f.maxHeldFiles, f.maxHeldBytes, tailerMetrics.HeldFiles, tailerMetrics.HeldBytes),
 		ReadFrom: f.readFrom, MaxLineBytes: f.maxLineBytes, DrainDelay: f.drainDelay, Log: log,
+		MultilineMaxLines: f.multilineMaxLines, MultilineMaxBytes: f.multilineMaxBytes, MultilineTimeout: f.multilineTimeout,
 		Metrics: tailerMetrics,
 	})
 	reg.MustRegister(manager.NewLagCollector())
