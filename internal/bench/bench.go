@@ -93,6 +93,7 @@ func scenarios() []scenario {
 		{name: "discovery", run: discovery},
 		{name: "api-load", run: apiLoad},
 		{name: "burst", run: burst},
+		{name: "pertask", run: pertask},
 	}
 }
 
