@@ -59,15 +59,17 @@ func (s *stream) emit(l line) {
 	if l.truncated {
 		s.noteTruncated(l)
 	}
-	switch {
-	case s.h.comb != nil:
-		s.h.comb.Add(multiline.Line[Position]{Data: l.data, Start: l.start, Truncated: l.truncated}, s.emitEvent)
-	case s.h.plain:
-		s.setFile(l.start.Index)
+	if s.h.plain {
+		// The fast path: every log_forwarder_* key off.
+		if l.start.Index != s.renderIdx {
+			s.setFile(l.start.Index)
+		}
 		b := s.win.batch
 		b.Data = s.render.AppendLine(b.Data, s.timestamp, l.data, l.start.Offset, l.truncated)
 		b.Lines++
-	default:
+	} else if s.h.comb != nil {
+		s.h.comb.Add(multiline.Line[Position]{Data: l.data, Start: l.start, Truncated: l.truncated}, s.emitEvent)
+	} else {
 		s.emitRecord(l.data, l.start, 1, l.truncated)
 	}
 	if s.win.full() {
