@@ -84,6 +84,11 @@ fuzz:
 	$(GO) test ./tailer -run '^$$' -fuzz FuzzFramer -fuzztime 30s
 	$(GO) test ./enrich -run '^$$' -fuzz FuzzRenderIsValidJSON -fuzztime 30s
 	$(GO) test ./checkpoint -run '^$$' -fuzz FuzzDecode -fuzztime 30s
+	$(GO) test ./internal/multiline -run '^$$' -fuzz FuzzCombiner -fuzztime 30s
+	$(GO) test ./internal/multiline -run '^$$' -fuzz FuzzRestart -fuzztime 30s
+	$(GO) test ./enrich -run '^$$' -fuzz FuzzValidJSON -fuzztime 30s
+	$(GO) test ./enrich -run '^$$' -fuzz FuzzRecordIsValidJSON -fuzztime 30s
+	$(GO) test ./enrich -run '^$$' -fuzz FuzzEventIsValidJSON -fuzztime 30s
 
 clean:
 	rm -rf bin build $(DIST)
