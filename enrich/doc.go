@@ -26,6 +26,13 @@
 // were sent is the tailer's and the checkpoint's business, not this
 // package's.
 //
+// Each target also carries its Handling: the log_forwarder_multiline,
+// _format, _rate_limit and _level meta keys (nearest of task, group, job)
+// over the CLI defaults; a value that does not parse keeps the default and
+// is logged once per task. AppendRecord renders a line or a multiline
+// event with its level and JSON object, AppendThrottle the record of lines
+// dropped over a rate limit.
+//
 // Metadata is rendered once per target into bytes; rendering a line only
 // escapes the message and appends the pre-rendered parts, so the per-line
 // path allocates nothing. Nothing here reads log files or writes to

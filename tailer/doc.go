@@ -13,6 +13,8 @@
 //	stream goroutine       loop and lifecycle (stream.go); its files: open files, next
 //	                       index, gaps and refusals (files.go); its lines (framer.go);
 //	                       its window: batch, in-flight slots, epochs, commit (window.go)
+//	                       its handling: multiline combiner, rate limit (emit.go,
+//	                       throttle.go); what they hold counts in the resume position
 //	output goroutine       Written/Failed: commits the batch's position, then acks
 //	Watcher.Run goroutine  inotify; tells streams through their notices (notices.go)
 //	Budget (mutex)         the descriptors and purged bytes all streams hold
@@ -21,6 +23,13 @@
 // before the stream hears of it (commit before ack); a failed batch is a
 // verdict (rewind to the commit) that the stream applies at the top of
 // its pump, the one place the reader moves back.
+//
+// Per-task handling (enrich.Handling, from the task's meta) sits between
+// the framer and the batch: lines are joined into multiline events,
+// dropped over a rate limit, and rendered with their level and JSON
+// object. Every key off is the plain path, unchanged. A restart resumes at
+// the first line of what is held (an event being built, drops not yet
+// reported), so that an event is never split and a gap is always told.
 //
 // Bounds: the files all streams hold are bounded by a Budget
 // (--max-held-files, --max-held-bytes); a stream never follows an index
