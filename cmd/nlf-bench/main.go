@@ -33,6 +33,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.Lines, "lines", 2_000_000, "throughput and http: lines in the file")
 	fs.IntVar(&cfg.Repeat, "repeat", 3, "throughput and http: runs of each side (medians are reported)")
 	fs.IntVar(&cfg.Allocs, "allocs", 500, "live scenarios: allocations, two streams each")
+	fs.IntVar(&cfg.ScaleAllocs, "scale-allocs", 2500, "scale: allocations of the large fleet, two streams each (the small one has a fifth)")
 	fs.IntVar(&cfg.Rate, "rate", 100, "many-streams: lines per second per stream")
 	fs.DurationVar(&cfg.ManyStreams, "many-streams-for", 30*time.Second, "many-streams: measured window")
 	fs.DurationVar(&cfg.Idle, "idle-for", 60*time.Second, "idle: measured window")

@@ -32,6 +32,9 @@ type Config struct {
 	// streams each); Rate the lines per second of each stream.
 	Allocs int
 	Rate   int
+	// ScaleAllocs is the number of allocations of the scale scenario
+	// (two streams each; its small fleet has a fifth of them).
+	ScaleAllocs int
 	// ManyStreams and Idle are the measured windows of those scenarios;
 	// Settle is the pause before each, so that start-up work is over.
 	ManyStreams time.Duration
@@ -61,6 +64,7 @@ func (c *Config) Defaults() {
 	c.Repeat = orDefault(c.Repeat, 3)
 	c.Allocs = orDefault(c.Allocs, 500)
 	c.Rate = orDefault(c.Rate, 100)
+	c.ScaleAllocs = orDefault(c.ScaleAllocs, 2500)
 	c.ManyStreams = orDefault(c.ManyStreams, 30*time.Second)
 	c.Idle = orDefault(c.Idle, 60*time.Second)
 	c.Settle = orDefault(c.Settle, 2*time.Second)
@@ -94,6 +98,7 @@ func scenarios() []scenario {
 		{name: "api-load", run: apiLoad},
 		{name: "burst", run: burst},
 		{name: "pertask", run: pertask},
+		{name: "scale", run: scale},
 	}
 }
 

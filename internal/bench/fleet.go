@@ -3,8 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/logmon"
@@ -123,4 +125,36 @@ func (f *fleet) write(ctx context.Context, rate int) error {
 			}
 		}
 	}
+}
+
+// nomadLayout gives the fleet's folders the modes a Nomad agent running as
+// root gives them (nomad-logs.md section 9: <data_dir>/alloc 0711, each
+// allocation 0755, alloc/ and alloc/logs 0777) and puts logmon's FIFOs
+// (.<task>.<stream>.fifo, 0600) beside the log files, which the forwarder
+// must pass over when it lists a folder.
+func (f *fleet) nomadLayout(task string) error {
+	if err := os.Chmod(f.allocDir, 0o711); err != nil {
+		return fmt.Errorf("nomad layout: %w", err)
+	}
+	entries, err := os.ReadDir(f.allocDir)
+	if err != nil {
+		return fmt.Errorf("nomad layout: %w", err)
+	}
+	for _, e := range entries {
+		alloc := filepath.Join(f.allocDir, e.Name())
+		for path, mode := range map[string]os.FileMode{
+			alloc: 0o755, filepath.Join(alloc, "alloc"): 0o777, filepath.Join(alloc, "alloc", "logs"): 0o777,
+		} {
+			if err := os.Chmod(path, mode); err != nil {
+				return fmt.Errorf("nomad layout: %w", err)
+			}
+		}
+		for _, stream := range []string{"stdout", "stderr"} {
+			fifo := filepath.Join(alloc, "alloc", "logs", "."+task+"."+stream+".fifo")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				return fmt.Errorf("nomad layout: logmon's FIFO: %w", err)
+			}
+		}
+	}
+	return nil
 }

@@ -168,12 +168,32 @@ func (l *live) close() {
 // every file exists, starts the forwarder and waits until it delivered
 // those lines. The caller closes what it returns.
 func (e *env) startLive(ctx context.Context, name string) (*live, error) {
-	e.progress("creating %d allocations x 2 streams", e.cfg.Allocs)
-	f, err := newFleet(e.dir, e.cfg.Allocs, benchTask)
+	return e.startLiveOf(ctx, name, liveOptions{allocs: e.cfg.Allocs, dir: e.dir})
+}
+
+// liveOptions say what startLiveOf makes: allocs allocations below dir,
+// laid out with Nomad's modes and FIFOs when nomadLayout, and the
+// forwarder's extra flags.
+type liveOptions struct {
+	allocs      int
+	dir         string
+	nomadLayout bool
+	flags       []string
+}
+
+func (e *env) startLiveOf(ctx context.Context, name string, o liveOptions) (*live, error) {
+	e.progress("creating %d allocations x 2 streams", o.allocs)
+	f, err := newFleet(o.dir, o.allocs, benchTask)
 	if err != nil {
 		return nil, err
 	}
-	if err := writeAllocations(f.allocsFile, e.cfg.Allocs); err != nil {
+	if o.nomadLayout {
+		if err := f.nomadLayout(benchTask); err != nil {
+			f.close()
+			return nil, err
+		}
+	}
+	if err := writeAllocations(f.allocsFile, o.allocs); err != nil {
 		f.close()
 		return nil, err
 	}
@@ -187,7 +207,7 @@ func (e *env) startLive(ctx context.Context, name string) (*live, error) {
 		l.close()
 		return nil, err
 	}
-	if err := e.startDaemon(name, l); err != nil {
+	if err := e.startDaemon(name, l, o.flags...); err != nil {
 		l.close()
 		return nil, err
 	}
@@ -199,10 +219,10 @@ func (e *env) startLive(ctx context.Context, name string) (*live, error) {
 	return l, nil
 }
 
-func (e *env) startDaemon(name string, l *live) error {
-	d, err := startChild(e.cfg.Forwarder, e.forwarderArgs(name, l.recv.url(), "run", "--offline",
-		"--alloc-dir", l.fleet.allocDir, "--allocs-file", l.fleet.allocsFile,
-		"--checkpoint", filepath.Join(e.dir, "checkpoint.msgpack"))...)
+func (e *env) startDaemon(name string, l *live, flags ...string) error {
+	args := append([]string{"run", "--offline", "--alloc-dir", l.fleet.allocDir, "--allocs-file", l.fleet.allocsFile,
+		"--checkpoint", filepath.Join(filepath.Dir(l.fleet.allocDir), "checkpoint.msgpack")}, flags...)
+	d, err := startChild(e.cfg.Forwarder, e.forwarderArgs(name, l.recv.url(), args...)...)
 	l.daemon = d
 	if err == nil {
 		e.progress("forwarder running, pid %d", d.pid())
