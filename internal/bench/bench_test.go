@@ -22,7 +22,7 @@ func TestHarnessPrintsOneTableWithEveryScenario(t *testing.T) {
 	require.NoError(t, os.WriteFile(gobench, []byte(sampleGoBench), 0o644))
 	rows, err := Run(t.Context(), Config{
 		Forwarder: e2e.Binary(t), Ideal: e2e.Build(t, "./bench/ideal"),
-		Lines: 20_000, Repeat: 1, Allocs: 5, Rate: 100,
+		Lines: 20_000, Repeat: 1, Allocs: 5, Rate: 100, ScaleAllocs: 10,
 		ManyStreams: 300 * time.Millisecond, Idle: 300 * time.Millisecond, Settle: 100 * time.Millisecond, APILoad: 1500 * time.Millisecond,
 		GoBench: gobench, Fixtures: "../../testdata/nomad-2.0.5/api",
 	})
@@ -60,6 +60,9 @@ func TestHarnessPrintsOneTableWithEveryScenario(t *testing.T) {
 	}
 	assert.Equal(t, Pass, byMetric["discovery: on disk first: lines delivered"].Result, "the first lines of every new allocation arrive once")
 	assert.Equal(t, Pass, byMetric["discovery: listed first: lines delivered"].Result)
+	assert.Equal(t, Pass, byMetric["scale: lines delivered"].Result)
+	assert.Equal(t, Pass, byMetric["scale (capped): lines delivered"].Result)
+	assert.Equal(t, Pass, byMetric["scale: restart: lines sent again"].Result)
 }
 
 const sampleGoBench = `goos: linux

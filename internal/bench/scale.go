@@ -31,7 +31,7 @@ func scale(ctx context.Context, e *env) ([]Row, error) {
 	var rows []Row
 
 	// Memory per idle stream at 1,000 streams.
-	small, err := e.startLiveOf(ctx, name, liveOptions{allocs: cfg.ScaleAllocs / 5, dir: filepath.Join(e.dir, "small"), nomadLayout: true})
+	small, err := e.startLiveOf(ctx, name, liveOptions{allocs: max(1, cfg.ScaleAllocs/5), dir: filepath.Join(e.dir, "small"), nomadLayout: true})
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +76,7 @@ func scale(ctx context.Context, e *env) ([]Row, error) {
 				fmtMiB(rss), float64(rss)/float64(streams)/1024)),
 		targetRow(name, fmt.Sprintf("memory per idle stream: RSS growth from %d to %d streams, per stream", smallStreams, streams), "< 8 KiB",
 			fmt.Sprintf("%.1f KiB", float64(perStream)/1024), perStream < maxIdleStreamMem),
-		infoRow(name, "inotify watches held (two per log folder)", strconv.Itoa(watches)),
+		infoRow(name, "inotify watches held (the tailer: two per log folder; offline discovery: one per allocation, and the alloc dir)", strconv.Itoa(watches)),
 	)
 
 	// Live.
