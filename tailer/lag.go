@@ -163,7 +163,10 @@ type lagCollector struct {
 
 // NewLagCollector makes the lag gauges of the streams m runs.
 func (m *Manager) NewLagCollector() prometheus.Collector {
-	stream := []string{"namespace", "job", "task", "stream"}
+	// alloc_id: two allocations of one job on a node have streams of the
+	// same task, which without it would be the same series (and fail
+	// every scrape).
+	stream := []string{"namespace", "job", "alloc_id", "task", "stream"}
 	return &lagCollector{
 		mon: m.lag,
 		total: prometheus.NewDesc("nlf_lag_bytes",
@@ -188,9 +191,9 @@ func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range c.mon.measure() {
 		s := l.s
 		totals[job{s.namespace, s.job}] += l.lag
-		ch <- prometheus.MustNewConstMetric(c.perStream, prometheus.GaugeValue, float64(l.lag), s.namespace, s.job, s.id.Task, s.id.Stream)
+		ch <- prometheus.MustNewConstMetric(c.perStream, prometheus.GaugeValue, float64(l.lag), s.namespace, s.job, s.id.AllocID, s.id.Task, s.id.Stream)
 		if s.retention > 0 {
-			ch <- prometheus.MustNewConstMetric(c.retentionMetric, prometheus.GaugeValue, float64(s.retention), s.namespace, s.job, s.id.Task, s.id.Stream)
+			ch <- prometheus.MustNewConstMetric(c.retentionMetric, prometheus.GaugeValue, float64(s.retention), s.namespace, s.job, s.id.AllocID, s.id.Task, s.id.Stream)
 		}
 	}
 	for j, lag := range totals {

@@ -9,11 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
+	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/safefs"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/tailer"
 )
@@ -86,10 +88,10 @@ func TestLagMetricsPerJobAndStream(t *testing.T) {
 nlf_lag_bytes{job="chatty",namespace="default"} 4
 # HELP nlf_stream_lag_bytes Bytes in a task stream's log files not yet confirmed forwarded.
 # TYPE nlf_stream_lag_bytes gauge
-nlf_stream_lag_bytes{job="chatty",namespace="default",stream="stdout",task="web"} 4
+nlf_stream_lag_bytes{alloc_id="11111111-2222-3333-4444-555555555555",job="chatty",namespace="default",stream="stdout",task="web"} 4
 # HELP nlf_stream_retention_bytes What logmon keeps of a task stream: max_files x max_file_size of the task's logs block. Headroom = retention - lag; time to loss = headroom / write rate.
 # TYPE nlf_stream_retention_bytes gauge
-nlf_stream_retention_bytes{job="chatty",namespace="default",stream="stdout",task="web"} 3.145728e+06
+nlf_stream_retention_bytes{alloc_id="11111111-2222-3333-4444-555555555555",job="chatty",namespace="default",stream="stdout",task="web"} 3.145728e+06
 `)))
 }
 
@@ -148,4 +150,36 @@ func TestLagBytesSaysWhenItCannotMeasure(t *testing.T) {
 	bad.AllocID = "../" + testAlloc
 	_, err = tailer.LagBytes(h.root, bad)
 	require.Error(t, err)
+}
+
+// Two allocations of one job run the same task on a node: their streams
+// are two series, and the scrape stays valid (the same labels twice would
+// fail every scrape of /metrics).
+func TestTwoAllocationsOfOneJobAreTwoSeries(t *testing.T) {
+	h := newHarness(t)
+	h.writeFile("web.stdout.0", "one\n")
+	const second = "22222222-2222-3333-4444-555555555555"
+	dir := filepath.Join(h.allocDir, second, "alloc", "logs")
+	require.NoError(t, os.MkdirAll(dir, 0o777))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "web.stdout.0"), []byte("two\n"), 0o644))
+	gate := make(chan struct{})
+	h.out.gate = gate
+	a, b := target("web", "stdout"), target("web", "stdout")
+	b.Target.AllocID, b.Meta.AllocID = second, second
+	for _, d := range []*enrich.Desired{&a, &b} {
+		d.Meta.Namespace, d.Meta.JobName = "default", "chatty"
+		d.MaxFiles, d.MaxFileSizeMB = 3, 1
+	}
+	p := h.daemon(a, b)
+	defer p.stop()
+	defer close(gate)
+	reg := prometheus.NewPedanticRegistry()
+	require.NoError(t, reg.Register(p.mgr.NewLagCollector()))
+	require.Eventually(t, func() bool {
+		n, err := testutil.GatherAndCount(reg, "nlf_stream_lag_bytes")
+		return err == nil && n == 2
+	}, 10*time.Second, time.Millisecond)
+	n, err := testutil.GatherAndCount(reg, "nlf_stream_retention_bytes")
+	require.NoError(t, err, "a valid scrape")
+	assert.Equal(t, 2, n)
 }
