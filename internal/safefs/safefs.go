@@ -86,7 +86,7 @@ func (r *Root) OpenFile(rel string) (*os.File, error) {
 	}
 	if st.Nlink > 1 {
 		unix.Close(fd)
-		return nil, hardLinked(r.Join(rel), st.Nlink)
+		return nil, hardLinked(r.Join(rel), uint64(st.Nlink))
 	}
 	// O_NOATIME as well: reading a file just written would otherwise
 	// update its access time, an inode write per read (6% of the daemon's
@@ -158,7 +158,7 @@ func SizeIn(dir *os.File, name string) (int64, error) {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		if st.Nlink > 1 {
-			return 0, hardLinked(path, st.Nlink)
+			return 0, hardLinked(path, uint64(st.Nlink))
 		}
 		return st.Size, nil
 	case unix.S_IFLNK:
