@@ -341,6 +341,12 @@ func (s *Scanner) Run(ctx context.Context, interval time.Duration, out chan<- []
 // see: an allocation folder, its alloc or logs folder, or a log file of a
 // task the scan did not find (created or moved in; never a write).
 func (s *Scanner) wantsScan(ev fsnotify.Event) bool {
+	if ev.Op&(fsnotify.Create|fsnotify.Rename|fsnotify.Remove) == 0 {
+		// Most events are logmon's writes to the files of known tasks
+		// (fsnotify cannot leave them out of the watch): drop them
+		// before any work on the path.
+		return false
+	}
 	rel, err := filepath.Rel(s.Root.Path(), ev.Name)
 	if err != nil || rel == "." {
 		return false

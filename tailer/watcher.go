@@ -20,11 +20,29 @@ import (
 // read some. On a node with a thousand streams logmon writes ten thousand
 // times a second; reading each event as it comes (as fsnotify does) wakes
 // a thread per write, and the runtime's wake-ups, not the reading, were
-// most of the daemon's CPU. Reading in rounds costs a line at most this
-// much latency (logmon itself holds lines up to 100 ms); an isolated write
-// is still read at once. Creations and deletions never wait for a round:
+// most of the daemon's CPU. Reading in rounds costs a line at most a
+// round of latency (logmon itself holds lines up to 100 ms); an isolated
+// write is still read at once. Creations and deletions never wait for a round:
 // they come through an inotify instance of their own (see Watcher).
 const eventRound = 25 * time.Millisecond
+
+// On a busy node a round grows with the writes it gathered, up to
+// maxEventRound: every write event costs its stream a wake-up (a read, a
+// batch, an ack, a commit), and at 5,000 streams writing 20 lines a second
+// those wake-ups, not the lines, were nearly all of the daemon's CPU. A
+// longer round lets one wake-up take several writes. Each roundStepEvents
+// events in a round lengthen the next by eventRound; a quiet node keeps
+// 25 ms rounds.
+const (
+	maxEventRound   = 100 * time.Millisecond
+	roundStepEvents = 1000
+)
+
+// nextRoundLength is how long the round after one that dispatched events
+// write events lasts.
+func nextRoundLength(events int) time.Duration {
+	return min(eventRound+time.Duration(events/roundStepEvents)*eventRound, maxEventRound)
+}
 
 // Two inotify instances watch each folder: one for the events that must
 // reach their stream at once (a new file, which logmon may purge within
@@ -146,39 +164,42 @@ func (w *Watcher) Run(ctx context.Context) {
 			return
 		}
 		if fds[1].Revents != 0 {
-			if err := w.readAll(w.now, false, buf); err != nil {
+			if _, err := w.readAll(w.now, false, buf); err != nil {
 				w.log.Error("reading inotify events failed; streams fall back to their polls", zap.Error(err))
 				return
 			}
 		}
 		if len(fds) == 3 && fds[2].Revents != 0 {
-			if err := w.readAll(w.rounds, true, buf); err != nil {
+			events, err := w.readAll(w.rounds, true, buf)
+			if err != nil {
 				w.log.Error("reading inotify events failed; streams fall back to their polls", zap.Error(err))
 				return
 			}
-			nextRound = time.Now().Add(eventRound)
+			nextRound = time.Now().Add(nextRoundLength(events))
 		}
 	}
 }
 
-// readAll reads and dispatches every queued event of one instance.
-func (w *Watcher) readAll(fd int, rounds bool, buf []byte) error {
+// readAll reads and dispatches every queued event of one instance, and
+// says how many reached a stream.
+func (w *Watcher) readAll(fd int, rounds bool, buf []byte) (events int, err error) {
 	for {
 		n, err := unix.Read(fd, buf)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
-			return nil
+			return events, nil
 		case errors.Is(err, unix.EINTR):
 			continue
 		case err != nil:
-			return fmt.Errorf("read inotify events: %w", err)
+			return events, fmt.Errorf("read inotify events: %w", err)
 		}
-		w.dispatch(buf[:n], rounds)
+		events += w.dispatch(buf[:n], rounds)
 	}
 }
 
-// dispatch wakes the streams that the events in buf concern.
-func (w *Watcher) dispatch(buf []byte, rounds bool) {
+// dispatch wakes the streams that the events in buf concern, and says how
+// many events reached a stream.
+func (w *Watcher) dispatch(buf []byte, rounds bool) (events int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for len(buf) >= unix.SizeofInotifyEvent {
@@ -228,8 +249,10 @@ func (w *Watcher) dispatch(buf []byte, rounds bool) {
 		}
 		if s := d.subs[task+"."+stream]; s != nil {
 			s.notify(index, kind)
+			events++
 		}
 	}
+	return events
 }
 
 func (d *watchedDir) notifyAll() {

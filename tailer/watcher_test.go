@@ -179,3 +179,13 @@ func TestWatcherCountsItsWatchesAndHonoursItsCap(t *testing.T) {
 	assert.Equal(t, int64(2), w.Watches())
 	assert.NotNil(t, w.subscribe(c, "web", "stdout", make(chanWaker, 1)))
 }
+
+func TestBusyRoundsGrowUpToTheirCap(t *testing.T) {
+	assert.Equal(t, eventRound, nextRoundLength(0), "a quiet node keeps short rounds")
+	assert.Equal(t, eventRound, nextRoundLength(roundStepEvents-1))
+	assert.Equal(t, 2*eventRound, nextRoundLength(roundStepEvents))
+	assert.Equal(t, maxEventRound, nextRoundLength(100*roundStepEvents), "latency stays bounded however busy")
+	for n := 0; n < 10*roundStepEvents; n += 97 {
+		require.LessOrEqual(t, nextRoundLength(n), nextRoundLength(n+97), "more writes never shorten the round")
+	}
+}
