@@ -294,6 +294,13 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 		// of CPU (see the README, "Choosing an output").
 		debug.SetGCPercent(50)
 	}
+	switch limit, ok, err := nomadMemoryLimit(os.Getenv); {
+	case err != nil:
+		log.Warn("reading the task's memory limit", zap.Error(err))
+	case ok:
+		debug.SetMemoryLimit(limit)
+		log.Info("Go soft memory limit set from the task's memory limit", zap.Int64("bytes", limit))
+	}
 	unlock, err := checkpoint.Lock(f.checkpointPath)
 	if err != nil {
 		return err
