@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/hashicorp/nomad/api"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -119,4 +120,30 @@ func TestScannerWantsAScanOnlyForWhatItDoesNotKnow(t *testing.T) {
 	s.overCap = map[string]int{known: 3}
 	assert.False(t, s.wantsScan(at(known+"/alloc/logs/fake9.stdout.0", fsnotify.Create)),
 		"an allocation over its cap does not rescan for each planted name")
+}
+
+// addsWatch records the folders a scanner watches.
+type addsWatch struct{ added []string }
+
+func (w *addsWatch) Add(path string) error         { w.added = append(w.added, path); return nil }
+func (w *addsWatch) Remove(string) error           { return nil }
+func (w *addsWatch) Events() <-chan fsnotify.Event { return nil }
+func (w *addsWatch) Errors() <-chan error          { return nil }
+func (w *addsWatch) Close() error                  { return nil }
+
+// An allocation of the allocations file names its tasks: its folders are
+// not watched (every logmon write would come to the scanner), while an
+// allocation known only from disk is watched down to alloc/logs, where
+// its next task's first file appears.
+func TestScannerWatchesOnlyTheFoldersOfAllocationsItMustDiscover(t *testing.T) {
+	dir := t.TempDir()
+	root, err := safefs.OpenRoot(dir)
+	require.NoError(t, err)
+	defer root.Close()
+	const listed, onDisk = "aaaaaaaa-0000-0000-0000-000000000001", "aaaaaaaa-0000-0000-0000-000000000002"
+	s := &Scanner{Root: root, Allocs: []*api.Allocation{{ID: listed}},
+		tasks: map[string]map[string]bool{listed: {"web": true}, onDisk: {"api": true}}}
+	w := &addsWatch{}
+	s.syncWatches(w, make(map[string]bool))
+	assert.ElementsMatch(t, []string{dir, filepath.Join(dir, onDisk), filepath.Join(dir, onDisk, "alloc"), filepath.Join(dir, onDisk, "alloc", "logs")}, w.added)
 }

@@ -10,7 +10,8 @@
 // Who owns what:
 //
 //	Manager.Run goroutine  the set of streams, their start and retirement, job series
-//	stream goroutine       loop and lifecycle (stream.go); its files: open files, next
+//	stream goroutine       loop and lifecycle (stream.go), its wake-ups and polls
+//	                       (wakeups.go); its files: open files, next
 //	                       index, gaps and refusals (files.go); its lines (framer.go);
 //	                       its window: batch, in-flight slots, epochs, commit (window.go)
 //	                       its handling: multiline combiner, rate limit (emit.go,

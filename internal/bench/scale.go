@@ -76,7 +76,7 @@ func scale(ctx context.Context, e *env) ([]Row, error) {
 				fmtMiB(rss), float64(rss)/float64(streams)/1024)),
 		targetRow(name, fmt.Sprintf("memory per idle stream: RSS growth from %d to %d streams, per stream", smallStreams, streams), "< 8 KiB",
 			fmt.Sprintf("%.1f KiB", float64(perStream)/1024), perStream < maxIdleStreamMem),
-		infoRow(name, "inotify watches held (the tailer: two per log folder; offline discovery: one per allocation, and the alloc dir)", strconv.Itoa(watches)),
+		infoRow(name, "inotify watches held (the tailer: two per log folder; offline discovery: the alloc dir, and three per allocation not in --allocs-file)", strconv.Itoa(watches)),
 	)
 
 	// Live.
