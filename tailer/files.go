@@ -37,7 +37,7 @@ type fileSet struct {
 	id      taskstream.ID
 	dir     string // the log folder, relative to the alloc dir
 	key     string // "<task>.<stream>", as listings name the stream
-	log     *zap.Logger
+	log     *streamLog
 	metrics *streamMetrics
 	notices *notices
 	budget  *Budget

@@ -63,7 +63,7 @@ type liveStream struct {
 	// retention is MaxFiles x MaxFileSizeMB of the task's LogConfig in
 	// bytes, 0 when unknown.
 	retention int64
-	log       *zap.Logger
+	log       *streamLog
 	// heldPurged is how many bytes of files purged from the folder the
 	// stream holds: on disk, not read yet (or not confirmed).
 	heldPurged func() int64

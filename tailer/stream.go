@@ -43,7 +43,7 @@ const (
 type stream struct {
 	id      taskstream.ID
 	cfg     *Config
-	log     *zap.Logger
+	log     *streamLog
 	render  *enrich.Renderer
 	metrics *streamMetrics
 	readBuf *sync.Pool
@@ -89,7 +89,7 @@ type stream struct {
 }
 
 func newStream(cfg *Config, d enrich.Desired, markFinished bool, readBuf *sync.Pool) *stream {
-	log := cfg.Log.With(zap.String("alloc_id", d.Target.AllocID), zap.String("task", d.Target.Task), zap.String("stream", d.Target.Stream))
+	log := newStreamLog(cfg.Log, d.Target)
 	m := cfg.Metrics.forStream(d.Meta)
 	s := &stream{
 		id:           d.Target,
