@@ -18,17 +18,15 @@ type Renderer struct {
 	stream string
 	// filePart is `","stream":"…","file":"…","offset":` for the current file.
 	filePart []byte
-	// nomadPart is `,"nomad":{…}}` followed by the newline.
+	// nomadPart is `,"nomad":{…}}` followed by the newline. Its exact
+	// size: a node with 5,000 streams holds 5,000 of them.
 	nomadPart []byte
-	// truncatedNomadPart is `,"truncated":true` followed by nomadPart.
-	truncatedNomadPart []byte
 }
 
 // NewRenderer renders meta once for every line of the target's stream.
 func NewRenderer(stream string, meta Meta) *Renderer {
 	r := &Renderer{stream: stream}
-	r.nomadPart = append(appendNomad(append([]byte(nil), `,"nomad":`...), meta), "}\n"...)
-	r.truncatedNomadPart = append([]byte(`,"truncated":true`), r.nomadPart...)
+	r.SetMeta(meta)
 	return r
 }
 
@@ -58,7 +56,7 @@ func (r *Renderer) AppendLine(dst, timestamp, message []byte, offset int64, trun
 	dst = append(dst, r.filePart...)
 	dst = strconv.AppendInt(dst, offset, 10)
 	if truncated {
-		return append(dst, r.truncatedNomadPart...)
+		dst = append(dst, `,"truncated":true`...)
 	}
 	return append(dst, r.nomadPart...)
 }
@@ -67,8 +65,8 @@ func (r *Renderer) AppendLine(dst, timestamp, message []byte, offset int64, trun
 // listing that changed the metadata (a task restarted) changes it here,
 // once, not per line.
 func (r *Renderer) SetMeta(meta Meta) {
-	r.nomadPart = append(appendNomad(append(r.nomadPart[:0], `,"nomad":`...), meta), "}\n"...)
-	r.truncatedNomadPart = append(append(r.truncatedNomadPart[:0], `,"truncated":true`...), r.nomadPart...)
+	part := append(appendNomad([]byte(`,"nomad":`), meta), "}\n"...)
+	r.nomadPart = append(make([]byte, 0, len(part)), part...)
 }
 
 // appendNomad renders the nomad object. Keys come in a fixed order; what
