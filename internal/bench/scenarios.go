@@ -13,8 +13,9 @@ import (
 )
 
 // maxCPURatio is the throughput target: the forwarder's CPU per line at
-// most this many times the yardstick's.
-const maxCPURatio = 2.0
+// most this many times the yardstick's (issue 13: the median of three
+// alternating runs).
+const maxCPURatio = 1.3
 
 // throughput: lines already on disk in one stream, `run --offline --once`
 // to TCP, against the yardstick reading the same file, alternately.
