@@ -3,6 +3,7 @@ package enrich
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
@@ -64,7 +65,27 @@ type Meta struct {
 // Equal reports whether m and o render the same nomad object, so that a
 // stream can tell whether a new listing changed its metadata (a restart).
 func (m Meta) Equal(o Meta) bool {
+	if m.sameFields(o) {
+		// The common case, cheaply: a reconcile compares every stream's
+		// metadata, and rendering both was most of an idle node's CPU.
+		return true
+	}
 	return bytes.Equal(appendNomad(nil, m), appendNomad(nil, o))
+}
+
+// sameFields says every field of m and o holds the same value (maps and
+// AllocIndex by content). Fields that differ may still render the same
+// (an empty map and a nil one), which Equal then finds out by rendering.
+// A test sets each field in turn, so a new field cannot be forgotten here.
+func (m Meta) sameFields(o Meta) bool {
+	return m.Namespace == o.Namespace && m.Region == o.Region &&
+		m.NodeID == o.NodeID && m.NodeName == o.NodeName && m.NodePool == o.NodePool && m.NodeClass == o.NodeClass &&
+		m.Datacenter == o.Datacenter && m.JobID == o.JobID && m.JobName == o.JobName && m.JobType == o.JobType &&
+		m.ParentJobID == o.ParentJobID && m.Dispatched == o.Dispatched && m.PeriodicChild == o.PeriodicChild &&
+		m.GroupName == o.GroupName && m.TaskName == o.TaskName && m.TaskLifecycle == o.TaskLifecycle &&
+		m.TaskSidecar == o.TaskSidecar && m.AllocID == o.AllocID && m.AllocName == o.AllocName &&
+		(m.AllocIndex == nil) == (o.AllocIndex == nil) && (m.AllocIndex == nil || *m.AllocIndex == *o.AllocIndex) &&
+		m.Restarts == o.Restarts && maps.Equal(m.Extra, o.Extra) && maps.Equal(m.NodeMeta, o.NodeMeta)
 }
 
 // Desired is one target that discovery wants tailed, with its metadata and
