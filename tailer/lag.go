@@ -163,10 +163,11 @@ type lagCollector struct {
 
 // NewLagCollector makes the lag gauges of the streams m runs.
 func (m *Manager) NewLagCollector() prometheus.Collector {
-	// alloc_id: two allocations of one job on a node have streams of the
-	// same task, which without it would be the same series (and fail
-	// every scrape).
-	stream := []string{"namespace", "job", "alloc_id", "task", "stream"}
+	// The labels are the task stream's, not the allocation's: two
+	// allocations of one job on a node (count > 1) have streams of the
+	// same task, and Collect sums them into one series (the same labels
+	// twice would fail every scrape).
+	stream := []string{"namespace", "job", "task", "stream"}
 	return &lagCollector{
 		mon: m.lag,
 		total: prometheus.NewDesc("nlf_lag_bytes",
@@ -187,13 +188,20 @@ func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 	type job struct{ namespace, job string }
+	type taskStream struct{ namespace, job, task, stream string }
 	totals := make(map[job]int64)
+	lags, retentions := make(map[taskStream]int64), make(map[taskStream]int64)
 	for _, l := range c.mon.measure() {
 		s := l.s
 		totals[job{s.namespace, s.job}] += l.lag
-		ch <- prometheus.MustNewConstMetric(c.perStream, prometheus.GaugeValue, float64(l.lag), s.namespace, s.job, s.id.AllocID, s.id.Task, s.id.Stream)
-		if s.retention > 0 {
-			ch <- prometheus.MustNewConstMetric(c.retentionMetric, prometheus.GaugeValue, float64(s.retention), s.namespace, s.job, s.id.AllocID, s.id.Task, s.id.Stream)
+		k := taskStream{s.namespace, s.job, s.id.Task, s.id.Stream}
+		lags[k] += l.lag
+		retentions[k] += s.retention
+	}
+	for k, lag := range lags {
+		ch <- prometheus.MustNewConstMetric(c.perStream, prometheus.GaugeValue, float64(lag), k.namespace, k.job, k.task, k.stream)
+		if r := retentions[k]; r > 0 {
+			ch <- prometheus.MustNewConstMetric(c.retentionMetric, prometheus.GaugeValue, float64(r), k.namespace, k.job, k.task, k.stream)
 		}
 	}
 	for j, lag := range totals {

@@ -88,10 +88,10 @@ func TestLagMetricsPerJobAndStream(t *testing.T) {
 nlf_lag_bytes{job="chatty",namespace="default"} 4
 # HELP nlf_stream_lag_bytes Bytes in a task stream's log files not yet confirmed forwarded.
 # TYPE nlf_stream_lag_bytes gauge
-nlf_stream_lag_bytes{alloc_id="11111111-2222-3333-4444-555555555555",job="chatty",namespace="default",stream="stdout",task="web"} 4
+nlf_stream_lag_bytes{job="chatty",namespace="default",stream="stdout",task="web"} 4
 # HELP nlf_stream_retention_bytes What logmon keeps of a task stream: max_files x max_file_size of the task's logs block. Headroom = retention - lag; time to loss = headroom / write rate.
 # TYPE nlf_stream_retention_bytes gauge
-nlf_stream_retention_bytes{alloc_id="11111111-2222-3333-4444-555555555555",job="chatty",namespace="default",stream="stdout",task="web"} 3.145728e+06
+nlf_stream_retention_bytes{job="chatty",namespace="default",stream="stdout",task="web"} 3.145728e+06
 `)))
 }
 
@@ -155,13 +155,13 @@ func TestLagBytesSaysWhenItCannotMeasure(t *testing.T) {
 // Two allocations of one job run the same task on a node: their streams
 // are two series, and the scrape stays valid (the same labels twice would
 // fail every scrape of /metrics).
-func TestTwoAllocationsOfOneJobAreTwoSeries(t *testing.T) {
+func TestTwoAllocationsOfOneJobShareOneSeriesSummed(t *testing.T) {
 	h := newHarness(t)
 	h.writeFile("web.stdout.0", "one\n")
 	const second = "22222222-2222-3333-4444-555555555555"
 	dir := filepath.Join(h.allocDir, second, "alloc", "logs")
 	require.NoError(t, os.MkdirAll(dir, 0o777))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "web.stdout.0"), []byte("two\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "web.stdout.0"), []byte("two!\n"), 0o644))
 	gate := make(chan struct{})
 	h.out.gate = gate
 	a, b := target("web", "stdout"), target("web", "stdout")
@@ -175,11 +175,18 @@ func TestTwoAllocationsOfOneJobAreTwoSeries(t *testing.T) {
 	defer close(gate)
 	reg := prometheus.NewPedanticRegistry()
 	require.NoError(t, reg.Register(p.mgr.NewLagCollector()))
+	// The output holds every batch (gate): both files are lag, 4 + 5 bytes.
+	want := `
+# HELP nlf_stream_lag_bytes Bytes in a task stream's log files not yet confirmed forwarded.
+# TYPE nlf_stream_lag_bytes gauge
+nlf_stream_lag_bytes{job="chatty",namespace="default",stream="stdout",task="web"} 9
+`
 	require.Eventually(t, func() bool {
-		n, err := testutil.GatherAndCount(reg, "nlf_stream_lag_bytes")
-		return err == nil && n == 2
-	}, 10*time.Second, time.Millisecond)
-	n, err := testutil.GatherAndCount(reg, "nlf_stream_retention_bytes")
-	require.NoError(t, err, "a valid scrape")
-	assert.Equal(t, 2, n)
+		return testutil.GatherAndCompare(reg, strings.NewReader(want), "nlf_stream_lag_bytes") == nil
+	}, 10*time.Second, time.Millisecond, "one series, the two allocations' lag summed")
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP nlf_stream_retention_bytes What logmon keeps of a task stream: max_files x max_file_size of the task's logs block. Headroom = retention - lag; time to loss = headroom / write rate.
+# TYPE nlf_stream_retention_bytes gauge
+nlf_stream_retention_bytes{job="chatty",namespace="default",stream="stdout",task="web"} 6.291456e+06
+`), "nlf_stream_retention_bytes"), "a valid scrape, retention summed (2 x 3 x 1 MiB)")
 }
