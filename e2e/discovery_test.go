@@ -91,9 +91,15 @@ func (w *world) has(message string) bool {
 	return false
 }
 
+// offsets lists the checkpoint; none when the daemon has not saved one
+// yet (its first save comes one --checkpoint-interval after its start,
+// which may be after the lines arrived).
 func (w *world) offsets() []map[string]any {
 	w.t.Helper()
 	code, out, stderr := e2e.Run(w.t, 10*time.Second, "offsets", "list", "--checkpoint", w.ckpt, "--alloc-dir", w.allocDir, "--json")
+	if code == 1 && strings.Contains(stderr, "no checkpoint at") {
+		return nil
+	}
 	require.Equal(w.t, 0, code, stderr)
 	var rows []map[string]any
 	require.NoError(w.t, json.Unmarshal([]byte(out), &rows))

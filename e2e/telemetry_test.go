@@ -55,7 +55,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		`nlf_lines_forwarded_total{job="burst",namespace="default"}`,
 		"nlf_lines_read_total", "nlf_output_connects_total 1", "nlf_targets_active 6",
 		"nlf_checkpoint_saves_total", `nlf_lag_bytes{job="burst",namespace="default"}`,
-		`nlf_stream_retention_bytes{alloc_id="977ac344-4ea7-a153-a4b6-95ed026410d6",job="burst",namespace="default",stream="stdout",task="writer"} 2.097152e+06`,
+		`nlf_stream_retention_bytes{job="burst",namespace="default",stream="stdout",task="writer"} 2.097152e+06`,
 		"nlf_held_files", "nlf_held_bytes", "nlf_inotify_watches",
 	} {
 		assert.Contains(t, body, m)
