@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"sync"
@@ -285,6 +286,9 @@ func run(f *runFlags, stdout io.Writer, log *zap.Logger) (err error) {
 	}
 	if len(f.header) > 0 {
 		log.Info("HTTP output sends extra headers", zap.Strings("headers", forward.HeaderNames(f.header)))
+	}
+	if n, ok := spareProcessor(os.Getenv, runtime.GOMAXPROCS(0)); ok {
+		runtime.GOMAXPROCS(n)
 	}
 	if os.Getenv("GOGC") == "" {
 		// Go lets the heap grow to twice what is live before it

@@ -39,3 +39,16 @@ func TestTheSoftMemoryLimitFollowsTheTasksLimit(t *testing.T) {
 		})
 	}
 }
+
+func TestOneSpareProcessorUnlessGOMAXPROCSIsSet(t *testing.T) {
+	n, ok := spareProcessor(func(string) string { return "" }, 2)
+	assert.True(t, ok)
+	assert.Equal(t, 3, n)
+	_, ok = spareProcessor(func(k string) string {
+		if k == "GOMAXPROCS" {
+			return "2"
+		}
+		return ""
+	}, 2)
+	assert.False(t, ok, "an operator's GOMAXPROCS is kept")
+}
