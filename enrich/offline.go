@@ -342,9 +342,9 @@ func (s *Scanner) Run(ctx context.Context, interval time.Duration, out chan<- []
 // task the scan did not find (created or moved in; never a write).
 func (s *Scanner) wantsScan(ev fsnotify.Event) bool {
 	if ev.Op&(fsnotify.Create|fsnotify.Rename|fsnotify.Remove) == 0 {
-		// Most events are logmon's writes to the files of known tasks
-		// (fsnotify cannot leave them out of the watch): drop them
-		// before any work on the path.
+		// Writes, which are most events (fsnotify cannot leave them out
+		// of a watch), never ask for a scan: dropped before any work on
+		// the path.
 		return false
 	}
 	rel, err := filepath.Rel(s.Root.Path(), ev.Name)
@@ -353,10 +353,8 @@ func (s *Scanner) wantsScan(ev fsnotify.Event) bool {
 	}
 	parts := strings.Split(rel, string(filepath.Separator))
 	switch len(parts) {
-	case 1:
-		return ev.Op&(fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0
-	case 2, 3:
-		return ev.Op&(fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0
+	case 1, 2, 3:
+		return true // an allocation folder, its alloc/ or alloc/logs/ came or went
 	case 4:
 		if ev.Op&fsnotify.Create == 0 {
 			return false
