@@ -187,18 +187,17 @@ func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
-	type job struct{ namespace, job string }
 	type taskStream struct{ namespace, job, task, stream string }
-	totals := make(map[job]int64)
 	lags, retentions := make(map[taskStream]int64), make(map[taskStream]int64)
 	for _, l := range c.mon.measure() {
-		s := l.s
-		totals[job{s.namespace, s.job}] += l.lag
-		k := taskStream{s.namespace, s.job, s.id.Task, s.id.Stream}
+		k := taskStream{l.s.namespace, l.s.job, l.s.id.Task, l.s.id.Stream}
 		lags[k] += l.lag
-		retentions[k] += s.retention
+		retentions[k] += l.s.retention
 	}
+	type job struct{ namespace, job string }
+	totals := make(map[job]int64)
 	for k, lag := range lags {
+		totals[job{k.namespace, k.job}] += lag
 		ch <- prometheus.MustNewConstMetric(c.perStream, prometheus.GaugeValue, float64(lag), k.namespace, k.job, k.task, k.stream)
 		if r := retentions[k]; r > 0 {
 			ch <- prometheus.MustNewConstMetric(c.retentionMetric, prometheus.GaugeValue, float64(r), k.namespace, k.job, k.task, k.stream)
