@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"bytes"
 	"encoding/binary"
 	"sort"
 	"strconv"
@@ -66,8 +67,7 @@ func (r *Renderer) AppendLine(dst, timestamp, message []byte, offset int64, trun
 // listing that changed the metadata (a task restarted) changes it here,
 // once, not per line.
 func (r *Renderer) SetMeta(meta Meta) {
-	part := append(appendNomad([]byte(`,"nomad":`), meta), "}\n"...)
-	r.nomadPart = append(make([]byte, 0, len(part)), part...)
+	r.nomadPart = bytes.Clone(append(appendNomad([]byte(`,"nomad":`), meta), "}\n"...))
 }
 
 // appendNomad renders the nomad object. Keys come in a fixed order; what
