@@ -2,7 +2,6 @@ package chaos_test
 
 import (
 	"fmt"
-	"runtime"
 	"testing"
 	"time"
 
@@ -27,11 +26,6 @@ const burstRate = 250_000_000
 func TestBurstFast(t *testing.T) {
 	const lines = 200_000
 	rounds := pick(1, 3)
-	// The test process's own garbage (the scenario before this one kept
-	// hundreds of thousands of received lines) must not be collected
-	// during the burst: on two cores its collector took the processor
-	// the daemon's watcher needed to open a file before logmon purged it.
-	runtime.GC()
 	w := newWorld(t, worldConfig{streams: specs("b", 1), pad: 120, logmon: logmon.Options{MaxFiles: 3, FileSize: 1 << 20}})
 	s := w.streams[0]
 	p := w.startDaemon()
