@@ -75,14 +75,16 @@ func TestScannerRunReadsWatchErrorsAndOutlivesItsWatch(t *testing.T) {
 	<-stopped
 }
 
-// fakeWatch is a dirWatch whose events the test sends.
+// fakeWatch is a dirWatch whose events the test sends; it records the
+// folders added (read only by a test that calls syncWatches itself).
 type fakeWatch struct {
 	events  chan fsnotify.Event
 	errs    chan error
 	stopped chan struct{}
+	added   []string
 }
 
-func (w *fakeWatch) Add(string) error              { return nil }
+func (w *fakeWatch) Add(path string) error         { w.added = append(w.added, path); return nil }
 func (w *fakeWatch) Remove(string) error           { return nil }
 func (w *fakeWatch) Events() <-chan fsnotify.Event { return w.events }
 func (w *fakeWatch) Errors() <-chan error          { return w.errs }
@@ -122,15 +124,6 @@ func TestScannerWantsAScanOnlyForWhatItDoesNotKnow(t *testing.T) {
 		"an allocation over its cap does not rescan for each planted name")
 }
 
-// addsWatch records the folders a scanner watches.
-type addsWatch struct{ added []string }
-
-func (w *addsWatch) Add(path string) error         { w.added = append(w.added, path); return nil }
-func (w *addsWatch) Remove(string) error           { return nil }
-func (w *addsWatch) Events() <-chan fsnotify.Event { return nil }
-func (w *addsWatch) Errors() <-chan error          { return nil }
-func (w *addsWatch) Close() error                  { return nil }
-
 // An allocation of the allocations file names its tasks: its folders are
 // not watched (every logmon write would come to the scanner), while an
 // allocation known only from disk is watched down to alloc/logs, where
@@ -143,7 +136,7 @@ func TestScannerWatchesOnlyTheFoldersOfAllocationsItMustDiscover(t *testing.T) {
 	const listed, onDisk = "aaaaaaaa-0000-0000-0000-000000000001", "aaaaaaaa-0000-0000-0000-000000000002"
 	s := &Scanner{Root: root, Allocs: []*api.Allocation{{ID: listed}},
 		tasks: map[string]map[string]bool{listed: {"web": true}, onDisk: {"api": true}}}
-	w := &addsWatch{}
+	w := &fakeWatch{}
 	s.syncWatches(w, make(map[string]bool))
 	assert.ElementsMatch(t, []string{dir, filepath.Join(dir, onDisk), filepath.Join(dir, onDisk, "alloc"), filepath.Join(dir, onDisk, "alloc", "logs")}, w.added)
 }
