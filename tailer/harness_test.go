@@ -185,6 +185,16 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
+// checkpointAt saves a checkpoint that has web.stdout at index, offset:
+// what a daemon stopped there left.
+func (h *harness) checkpointAt(index, offset int64) {
+	h.t.Helper()
+	store, err := checkpoint.Open(h.ckptPath, nil)
+	require.NoError(h.t, err)
+	store.Commit(checkpoint.Entry{AllocID: testAlloc, Task: "web", Stream: "stdout", FileIndex: index, Offset: offset})
+	require.NoError(h.t, store.Save())
+}
+
 func (h *harness) logDir() string {
 	dir := filepath.Join(h.allocDir, testAlloc, "alloc", "logs")
 	require.NoError(h.t, os.MkdirAll(dir, 0o777))

@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/tailer"
 )
@@ -85,10 +84,7 @@ func TestAPlantedFarIndexCannotSilenceTheStream(t *testing.T) {
 // absurdly large; it costs a bounded number of warnings, not one per file.
 func TestAHugeGapIsLoggedBounded(t *testing.T) {
 	h := newHarness(t)
-	store, err := checkpoint.Open(h.ckptPath, nil)
-	require.NoError(t, err)
-	store.Commit(checkpoint.Entry{AllocID: testAlloc, Task: "web", Stream: "stdout", FileIndex: 0, Offset: 2})
-	require.NoError(t, store.Save())
+	h.checkpointAt(0, 2)
 	h.writeFile("web.stdout.100000", "far\n")
 	h.runOnce(target("web", "stdout"))
 	assert.Equal(t, []string{"far"}, messages(h.out.lines(t)))

@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/nomad-log-forwarder/nomad-log-forwarder/checkpoint"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/enrich"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/logmon"
 	"github.com/nomad-log-forwarder/nomad-log-forwarder/internal/taskstream"
@@ -221,10 +220,7 @@ func TestFilePurgedBeforeOpenIsCountedAndSkipped(t *testing.T) {
 
 func TestCheckpointedFilePurgedWhileDown(t *testing.T) {
 	h := newHarness(t)
-	store, err := checkpoint.Open(h.ckptPath, nil)
-	require.NoError(t, err)
-	store.Commit(checkpoint.Entry{AllocID: testAlloc, Task: "web", Stream: "stdout", FileIndex: 3, Offset: 10})
-	require.NoError(t, store.Save())
+	h.checkpointAt(3, 10)
 	h.writeFile("web.stdout.5", "five\n")
 	h.runOnce(target("web", "stdout"))
 	assert.Equal(t, []string{"five"}, messages(h.out.lines(t)))

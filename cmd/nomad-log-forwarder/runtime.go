@@ -40,9 +40,10 @@ func nomadMemoryLimit(getenv func(string) string) (limit int64, ok bool, err err
 // CPUs, or the cgroup's CPU limit), unless GOMAXPROCS is set. Under a
 // burst logmon can create and purge a 1 MiB file within 15 ms; the
 // watcher that opens it must get a processor at once, and with every one
-// busy reading (and the writer's thread) it waited for a preemption: the
-// chaos suite's burst-fast lost a file or two in 3 runs of 10 run alone. With a spare one
-// it lost none in 6, for 4-7% more CPU in make bench's many-streams.
+// busy reading (and the writer's thread) it waited for a preemption: run
+// alone, the chaos suite's burst-fast lost a file or two in 3 runs of 10.
+// With a spare one it lost none in 6, for 4-7% more CPU in make bench's
+// many-streams.
 func spareProcessor(getenv func(string) string, current int) (int, bool) {
 	if getenv("GOMAXPROCS") != "" {
 		return 0, false
